@@ -1,0 +1,52 @@
+/* Every input bound in one place. Limits tighten before authentication: an
+ * unauthenticated caller can never make Broker buffer, parse or fetch more
+ * than these. */
+#ifndef BROKER_LIMITS_H
+#define BROKER_LIMITS_H
+
+/* HTTP */
+#define BROKER_MAX_BODY 65536              /* request body answered with 413 above this */
+#define BROKER_MAX_BODY_BUFFER 262144      /* h2o's own buffer cap (see README: HTTP/2 RST above it) */
+#define BROKER_MAX_HTTP2_STREAMS 64        /* concurrent requests per HTTP/2 connection */
+#define BROKER_MAX_FORM_FIELDS 16          /* fields in a form or JSON token request */
+#define BROKER_MAX_FORM_VALUE 16384        /* one decoded form value */
+
+/* JWT / JSON */
+#define BROKER_MAX_TOKEN_LEN 16384         /* compact JWS, bytes */
+#define BROKER_MAX_JOSE_HEADER_LEN 2048    /* decoded protected header, bytes */
+#define BROKER_MAX_JSON_DEPTH 16           /* nesting of arrays/objects in any parsed JSON */
+#define BROKER_MAX_SIG_LEN 1024            /* decoded signature (RSA-8192 = 1024 bytes) */
+#define BROKER_MAX_KID_LEN 256
+#define BROKER_MAX_CLAIM_LEN 4096          /* a claim value copied into audit or a minted token */
+
+/* Issuer keys */
+#define BROKER_MAX_JWKS_BYTES 65536
+#define BROKER_MAX_JWKS_KEYS 32
+#define BROKER_MIN_RSA_BITS 2048
+#define BROKER_MAX_RSA_BITS 8192
+#define BROKER_JWKS_FETCH_TIMEOUT_MS 5000
+#define BROKER_JWKS_REFETCH_COOLDOWN_S 10  /* unknown-kid refetches per issuer at most this often */
+#define BROKER_JWKS_REFRESH_S 3600         /* periodic refresh of fetched key sets */
+
+/* Policy documents */
+#define BROKER_MAX_DOC_BYTES (1024 * 1024)
+#define BROKER_MAX_NAME_LEN 128            /* identity, issuer and policy names */
+#define BROKER_MAX_POLICIES_PER_IDENTITY 64
+#define BROKER_MAX_CONDITIONS 64           /* claim conditions per trust policy */
+#define BROKER_MAX_LIST 256                /* entries in `in`, scopes, audiences, cidrs */
+#define BROKER_MAX_TTL_S (12 * 3600)
+
+/* Minted tokens */
+#define BROKER_DEFAULT_TTL_S 900
+#define BROKER_MAX_MINTED_LEN 8192
+
+/* Rate limits (per event-loop thread, before any crypto) */
+#define BROKER_RATE_PER_CONN 200           /* requests per second, burst the same */
+#define BROKER_RATE_PER_ADDR 2000          /* requests per second per client address */
+
+/* Audit */
+#define BROKER_AUDIT_QUEUE_MAX 8192        /* pending records; above it exchanges get 503 */
+#define BROKER_AUDIT_BATCH_MAX 256         /* rows per group commit */
+#define BROKER_AUDIT_EXPLAIN_MAX 65536     /* bytes of explanation stored per decision */
+
+#endif
