@@ -49,4 +49,9 @@
 #define BROKER_AUDIT_BATCH_MAX 256         /* rows per group commit */
 #define BROKER_AUDIT_EXPLAIN_MAX 65536     /* bytes of explanation stored per decision */
 
+/* Trust policy conditions */
+#define BROKER_MAX_PATTERN_LEN 1024        /* glob and regex source text */
+#define BROKER_MAX_CLAIM_NAME_LEN 256      /* claim names and JSON Pointers in policies */
+#define BROKER_MAX_REGEX_COST 4096         /* estimated compiled size of a regex (repetitions expanded) */
+
 #endif
