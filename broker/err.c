@@ -37,6 +37,7 @@ static const char *const names[BROKER_ERR__COUNT] = {
     [BROKER_ERR_INVALID_DOCUMENT] = "invalid_document",
     [BROKER_ERR_DB] = "database",
     [BROKER_ERR_AUDIT_UNAVAILABLE] = "audit_unavailable",
+    [BROKER_ERR_NOT_READY] = "not_ready",
 };
 
 const char *broker_strerror(enum broker_err e)

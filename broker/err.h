@@ -49,6 +49,7 @@ enum broker_err {
     /* storage */
     BROKER_ERR_DB,
     BROKER_ERR_AUDIT_UNAVAILABLE,
+    BROKER_ERR_NOT_READY,           /* policies or keys not loaded yet */
 
     BROKER_ERR__COUNT
 };
