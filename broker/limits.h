@@ -54,4 +54,6 @@
 #define BROKER_MAX_CLAIM_NAME_LEN 256      /* claim names and JSON Pointers in policies */
 #define BROKER_MAX_REGEX_COST 4096         /* estimated compiled size of a regex (repetitions expanded) */
 
+#define BROKER_MAX_FORM_NAME 64           /* one decoded form or JSON parameter name */
+
 #endif
