@@ -10,7 +10,8 @@
 /* Encoded size (no padding, no NUL) of len bytes. */
 #define B64URL_ENCODED_LEN(len) (((len) * 4 + 2) / 3)
 
-/* Decode; rejects '=', '+', '/', whitespace, len%4==1 and non-zero trailing bits. */
+/* Decode; rejects '=', '+', '/', whitespace, len%4==1 and non-zero trailing bits
+ * (BROKER_ERR_TOKEN_MALFORMED), or output above out_cap (BROKER_ERR_TOKEN_TOO_LARGE). */
 enum broker_err b64url_decode(const uint8_t *in, size_t len, uint8_t *out, size_t out_cap, size_t *out_len) BROKER_WUR;
 /* Encode into out (capacity >= B64URL_ENCODED_LEN(len)); returns characters written, no NUL. */
 size_t b64url_encode(const uint8_t *in, size_t len, char *out);

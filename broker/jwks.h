@@ -32,12 +32,14 @@ struct jwks {
  * BROKER_MIN_RSA_BITS are rejected whole; > BROKER_MAX_JWKS_KEYS keys or > BROKER_MAX_JWKS_BYTES
  * is an error; duplicate kids are an error. Zero usable keys is an error. */
 enum broker_err jwks_parse(const uint8_t *p, size_t len, unsigned flags, struct jwks **out) BROKER_WUR;
-/* Build a one-key set from a PEM public key or certificate (kid = RFC 7638-style
- * base64url(SHA-256(DER SPKI)), as kube-apiserver computes it). */
+/* Build a one-key set from a PEM public key or certificate (kid = base64url(SHA-256(DER
+ * SubjectPublicKeyInfo)), as kube-apiserver computes it; not an RFC 7638 thumbprint). */
 enum broker_err jwks_from_pem(const uint8_t *p, size_t len, struct jwks **out) BROKER_WUR;
 void jwks_free(struct jwks *set);
 
-/* Find the key for kid (NULL kid: the only key whose type fits alg, if exactly one). */
+/* true when key's type (and its JWK "alg", if any) allows alg; verify_alg_fits_key uses this. */
+bool jwks_key_fits_alg(const struct jwk *key, enum jwt_alg alg);
+/* Find the key for kid, exactly (NULL or "" kid: the only key that fits alg, if exactly one). */
 const struct jwk *jwks_find(const struct jwks *set, const char *kid, enum jwt_alg alg);
 
 #endif

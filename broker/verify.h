@@ -7,7 +7,7 @@
 #include "jwt.h"
 #include "jwks.h"
 
-/* true when alg may be used with this key: RS*/PS* need RSA, ES256/384/512 need
+/* true when alg may be used with this key: RS* and PS* need RSA, ES256/384/512 need
  * P-256/P-384/P-521, EdDSA needs Ed25519, HS* need oct; a JWK "alg" must equal alg. */
 bool verify_alg_fits_key(enum jwt_alg alg, const struct jwk *key);
 

@@ -1,0 +1,196 @@
+/* Signature and time-window checks. OpenSSL EVP only; keys arrive pre-parsed from jwks.c,
+ * so a verification costs one EVP context and the public-key operation itself. */
+#include <string.h>
+#include <limits.h> /* before openssl/err.h: OpenSSL 3.0's err.h uses INT_MAX without it */
+#include <openssl/bn.h>
+#include <openssl/crypto.h>
+#include <openssl/ecdsa.h>
+#include <openssl/err.h>
+#include <openssl/hmac.h>
+#include <openssl/rsa.h>
+#include "verify.h"
+
+/* Largest DER ECDSA-Sig-Value: P-521, two 67-byte INTEGERs with headers, long-form length. */
+#define ECDSA_DER_MAX 160
+
+bool verify_alg_fits_key(enum jwt_alg alg, const struct jwk *key)
+{
+    return jwks_key_fits_alg(key, alg);
+}
+
+static const EVP_MD *alg_md(enum jwt_alg alg)
+{
+    switch (alg) {
+    case JWT_ALG_RS256: case JWT_ALG_PS256: case JWT_ALG_ES256: case JWT_ALG_HS256:
+        return EVP_sha256();
+    case JWT_ALG_RS384: case JWT_ALG_PS384: case JWT_ALG_ES384: case JWT_ALG_HS384:
+        return EVP_sha384();
+    case JWT_ALG_RS512: case JWT_ALG_PS512: case JWT_ALG_ES512: case JWT_ALG_HS512:
+        return EVP_sha512();
+    default:
+        return NULL; /* EdDSA hashes internally */
+    }
+}
+
+static enum broker_err verify_hmac(const struct jwk *key, const EVP_MD *md, const uint8_t *msg, size_t msg_len,
+                                   const uint8_t *sig, size_t sig_len)
+{
+    uint8_t mac[EVP_MAX_MD_SIZE];
+    unsigned int mac_len = 0;
+    size_t dlen = (size_t)EVP_MD_get_size(md);
+    enum broker_err err = BROKER_ERR_BAD_SIGNATURE;
+
+    /* RFC 7518 §3.2: the key must be at least as long as the hash output. */
+    if (key->secret == NULL || key->secret_len < dlen || key->secret_len > INT32_MAX) {
+        err = BROKER_ERR_ALG_NOT_ALLOWED;
+        goto done;
+    }
+    if (sig_len != dlen)
+        goto done;
+    if (HMAC(md, key->secret, (int)key->secret_len, msg, msg_len, mac, &mac_len) == NULL || mac_len != dlen) {
+        err = BROKER_ERR_INTERNAL;
+        goto done;
+    }
+    if (CRYPTO_memcmp(mac, sig, dlen) == 0)
+        err = BROKER_OK;
+done:
+    OPENSSL_cleanse(mac, sizeof(mac));
+    return err;
+}
+
+/* JWS carries ECDSA as raw r||s of exactly twice the field size (RFC 7518 §3.4); OpenSSL wants
+ * DER. Any other length is refused, so an ES256 signature can never be presented as ES384. */
+static enum broker_err ecdsa_to_der(const uint8_t *sig, size_t sig_len, size_t clen, uint8_t *der, size_t *der_len)
+{
+    ECDSA_SIG *es = NULL;
+    BIGNUM *r = NULL, *s = NULL;
+    unsigned char *w = der;
+    int n;
+    enum broker_err err = BROKER_ERR_BAD_SIGNATURE;
+
+    if (sig_len != 2 * clen)
+        goto done;
+    err = BROKER_ERR_NOMEM;
+    if ((es = ECDSA_SIG_new()) == NULL || (r = BN_bin2bn(sig, (int)clen, NULL)) == NULL ||
+        (s = BN_bin2bn(sig + clen, (int)clen, NULL)) == NULL || ECDSA_SIG_set0(es, r, s) != 1)
+        goto done;
+    r = s = NULL; /* owned by es now */
+    n = i2d_ECDSA_SIG(es, NULL);
+    if (n <= 0 || n > ECDSA_DER_MAX || i2d_ECDSA_SIG(es, &w) != n) {
+        err = BROKER_ERR_INTERNAL;
+        goto done;
+    }
+    *der_len = (size_t)n;
+    err = BROKER_OK;
+done:
+    BN_free(r);
+    BN_free(s);
+    ECDSA_SIG_free(es);
+    return err;
+}
+
+static enum broker_err evp_verify(EVP_PKEY *pkey, const EVP_MD *md, bool pss, const uint8_t *msg, size_t msg_len,
+                                  const uint8_t *sig, size_t sig_len)
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    EVP_PKEY_CTX *pctx = NULL;
+    enum broker_err err = BROKER_ERR_INTERNAL;
+
+    if (ctx == NULL) {
+        err = BROKER_ERR_NOMEM;
+        goto done;
+    }
+    if (EVP_DigestVerifyInit(ctx, &pctx, md, NULL, pkey) != 1)
+        goto done;
+    /* JWS PS*: MGF1 with the same hash and a salt exactly as long as the hash (RFC 7518 §3.5). */
+    if (pss && (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
+                EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) != 1 ||
+                EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, md) != 1))
+        goto done;
+    err = EVP_DigestVerify(ctx, sig, sig_len, msg, msg_len) == 1 ? BROKER_OK : BROKER_ERR_BAD_SIGNATURE;
+done:
+    EVP_MD_CTX_free(ctx);
+    return err;
+}
+
+enum broker_err verify_signature(const struct jwk *key, enum jwt_alg alg, const uint8_t *msg, size_t msg_len,
+                                 const uint8_t *sig, size_t sig_len)
+{
+    static const size_t ec_clen[] = {[JWK_EC_P256] = 32, [JWK_EC_P384] = 48, [JWK_EC_P521] = 66};
+    uint8_t der[ECDSA_DER_MAX];
+    size_t der_len;
+    const EVP_MD *md = alg_md(alg);
+    enum broker_err err = BROKER_ERR_ALG_NOT_ALLOWED;
+
+    if (key == NULL || (msg == NULL && msg_len != 0) || (sig == NULL && sig_len != 0) ||
+        !verify_alg_fits_key(alg, key))
+        goto done;
+    switch (key->type) {
+    case JWK_OCT:
+        err = verify_hmac(key, md, msg, msg_len, sig, sig_len);
+        break;
+    case JWK_RSA:
+        /* RFC 8017 §8.2.2: a signature is exactly k octets; OpenSSL would accept it shorter. */
+        if (sig_len != (size_t)EVP_PKEY_get_size(key->pkey)) {
+            err = BROKER_ERR_BAD_SIGNATURE;
+            break;
+        }
+        err = evp_verify(key->pkey, md, alg >= JWT_ALG_PS256 && alg <= JWT_ALG_PS512, msg, msg_len, sig, sig_len);
+        break;
+    case JWK_EC_P256: case JWK_EC_P384: case JWK_EC_P521:
+        if ((err = ecdsa_to_der(sig, sig_len, ec_clen[key->type], der, &der_len)) != BROKER_OK)
+            break;
+        err = evp_verify(key->pkey, md, false, msg, msg_len, der, der_len);
+        break;
+    case JWK_OKP_ED25519:
+        err = sig_len == 64 ? evp_verify(key->pkey, NULL, false, msg, msg_len, sig, sig_len)
+                            : BROKER_ERR_BAD_SIGNATURE;
+        break;
+    default:
+        break;
+    }
+done:
+    ERR_clear_error(); /* a failed verify leaves entries on the thread's error queue */
+    return err;
+}
+
+enum broker_err verify_times(const json_t *claims, int64_t now, int64_t leeway_s)
+{
+    int64_t exp, nbf, iat;
+    bool has_exp, has_nbf, has_iat;
+
+    if (leeway_s < 0)
+        leeway_s = 0;
+    if (jwt_claim_time(claims, "exp", &has_exp, &exp) != BROKER_OK ||
+        jwt_claim_time(claims, "nbf", &has_nbf, &nbf) != BROKER_OK ||
+        jwt_claim_time(claims, "iat", &has_iat, &iat) != BROKER_OK)
+        return BROKER_ERR_BAD_CLAIM;
+    if (!has_exp)
+        return BROKER_ERR_MISSING_EXP;
+    /* Valid while now < exp + leeway; claims are <= 2^53, so these sums cannot overflow. */
+    if (exp + leeway_s <= now)
+        return BROKER_ERR_EXPIRED;
+    if ((has_nbf && nbf > now + leeway_s) || (has_iat && iat > now + leeway_s))
+        return BROKER_ERR_NOT_YET_VALID;
+    return BROKER_OK;
+}
+
+enum broker_err verify_jwt(const struct jwt *t, const struct jwks *keys, uint32_t allowed_algs, int64_t now,
+                           int64_t leeway_s)
+{
+    const struct jwk *key;
+    enum broker_err err;
+
+    if (t == NULL || keys == NULL || t->claims == NULL)
+        return BROKER_ERR_INTERNAL;
+    /* The issuer's list decides; HMAC is only possible when the caller's mask names it. */
+    if (t->alg <= JWT_ALG_INVALID || t->alg >= JWT_ALG__COUNT || (allowed_algs & JWT_ALG_BIT(t->alg)) == 0)
+        return BROKER_ERR_ALG_NOT_ALLOWED;
+    key = jwks_find(keys, t->kid, t->alg);
+    if (key == NULL)
+        return BROKER_ERR_UNKNOWN_KID;
+    err = verify_signature(key, t->alg, t->signing_input, t->signing_input_len, t->sig, t->sig_len);
+    if (err != BROKER_OK)
+        return err;
+    return verify_times(t->claims, now, leeway_s);
+}
