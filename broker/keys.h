@@ -1,10 +1,16 @@
 /* Broker's own ES256 signing keys: generation, rotation (pre-publication, overlap), the
  * published JWKS, and signing with keys parsed once. Files in BROKER_KEYS_DIR:
- *   <kid>.pem   PKCS#8 private key, mode 0600
- *   <kid>.json  {"kid","alg":"ES256","created_at","activate_at","retire_after"?}
- * The active key is the one with the latest activate_at <= now. A key whose activate_at
- * is in the future is "next" and already published. A key superseded by a newer active key
- * is "retired" and stays published until it is pruned. */
+ *   <kid>.pem   PKCS#8 unencrypted P-256 private key, mode 0600, never rewritten
+ *   <kid>.json  {"kid","alg":"ES256","created_at","activate_at"} (exactly these members;
+ *               written atomically, tmp + rename)
+ * kid = base64url(first 16 bytes of SHA-256(DER SubjectPublicKeyInfo)), 22 characters, so it
+ * is checked against the key on every load. Files whose name starts with '.' and files that
+ * are neither .json nor .pem are ignored; a .pem without .json (a key being generated, or a
+ * prune interrupted) is ignored; a .json without .pem or any bad file fails the whole load.
+ * The active key is the one with the latest activate_at <= now (ties: later created_at, then
+ * kid). A key whose activate_at is in the future is "next" and already published. A key
+ * superseded by a newer active key is "retired" and stays published until it is pruned;
+ * retired_at is computed at load (the activate_at of the key that superseded it), not stored. */
 #ifndef BROKER_KEYS_H
 #define BROKER_KEYS_H
 #include <stddef.h>
@@ -12,8 +18,11 @@
 #include <stdbool.h>
 #include <openssl/evp.h>
 #include "err.h"
+#include "limits.h"
 
 #define KEYS_KID_MAX 64
+/* Keys in one directory; equals what our own JWKS parser accepts. */
+#define KEYS_MAX BROKER_MAX_JWKS_KEYS
 
 enum key_state { KEY_NEXT = 1, KEY_ACTIVE, KEY_RETIRED };
 
@@ -28,20 +37,36 @@ struct signing_key {
 
 struct keyring {
     size_t n;
-    struct signing_key *keys;
+    struct signing_key *keys;          /* active first, then next (soonest first), then retired (newest first) */
     const struct signing_key *active;  /* NULL when no key is active */
-    char *jwks_json;                   /* public JWKS of every key, NUL-terminated */
+    const struct signing_key *next;    /* soonest next key, NULL when none */
+    char *jwks_json;                   /* public JWKS of every key, same order, NUL-terminated */
     size_t jwks_len;
 };
 
-/* Load every key in dir and classify it at time now. */
+/* Load every key in dir and classify it at time now. Errors: BROKER_ERR_IO (dir or file
+ * unreadable), BROKER_ERR_CONFIG (bad/mismatched/stray files). No active key is not an error. */
 enum broker_err keys_load(const char *dir, int64_t now, struct keyring **out) BROKER_WUR;
+/* keys_load that also writes a one-line reason (file name and problem) into why on failure. */
+enum broker_err keys_load_diag(const char *dir, int64_t now, struct keyring **out, char *why,
+                               size_t why_cap) BROKER_WUR;
+/* Wipes and frees (NULL is fine). */
 void keys_free(struct keyring *ring);
-/* Create a new P-256 key; activate_at = now + delay (0 when no key is active yet). */
+/* The key active at now in an already loaded ring (lets a long-lived ring switch keys on time
+ * without reloading); NULL when none. */
+const struct signing_key *keys_active_at(const struct keyring *ring, int64_t now);
+/* Create a new P-256 key (creating dir 0700 if missing); activate_at = now when no key is
+ * active, else now + delay_s. Fails when the existing dir does not load. */
 enum broker_err keys_generate(const char *dir, int64_t now, int64_t delay_s, char kid_out[KEYS_KID_MAX + 1]) BROKER_WUR;
-/* Delete retired keys whose retirement is older than max_token_ttl_s; *pruned counts them. */
+/* Delete retired keys with retired_at + max_token_ttl_s < now; *pruned counts them. Never
+ * touches active or next keys. Pass the longest token lifetime plus reload interval and clock
+ * skew: a replica signs with the old key until it notices the new one. */
 enum broker_err keys_prune(const char *dir, int64_t now, int64_t max_token_ttl_s, int *pruned) BROKER_WUR;
-/* ES256 over msg; sig receives 64 bytes r||s. */
+/* ES256 over msg (SHA-256, random nonce); sig receives 64 bytes r||s. Thread-safe; reuses a
+ * per-thread signing context bound to the last key that thread used. */
 enum broker_err keys_sign(const struct signing_key *k, const uint8_t *msg, size_t len, uint8_t sig[64]) BROKER_WUR;
+/* Releases this thread's signing context and its reference to the last key it used (a
+ * thread-exit destructor does the same; the main thread should call it before exit). */
+void keys_thread_cleanup(void);
 
 #endif
