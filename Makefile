@@ -60,7 +60,7 @@ $(BIN): $(BUILD)/obj/main.o $(LIB)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB) tests/unit/*.h | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -Ibroker -Itests/unit -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS) -lcmocka -ljwt -lm
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -iquote broker -iquote tests/unit -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS) -lcmocka -ljwt -lm
 
 test-unit: $(UNIT_BIN)
 	@tests/run-unit.sh $(UNIT_BIN)

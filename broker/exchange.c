@@ -1,0 +1,484 @@
+/* The token endpoint (RFC 8693, and RFC 7523 jwt-bearer). Everything that can be refused
+ * cheaply is refused before any crypto; the answer is sent only after the decision's audit
+ * row has been committed (fail closed). The one table mapping internal errors to HTTP status
+ * and OAuth error lives here. */
+#include "exchange.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "audit.h"
+#include "form.h"
+#include "issuers.h"
+#include "jwt.h"
+#include "limits.h"
+#include "log.h"
+#include "metrics.h"
+#include "mint.h"
+#include "policy.h"
+#include "state.h"
+#include "verify.h"
+
+#define GT_TOKEN_EXCHANGE "urn:ietf:params:oauth:grant-type:token-exchange"
+#define GT_JWT_BEARER "urn:ietf:params:oauth:grant-type:jwt-bearer"
+#define TT_JWT "urn:ietf:params:oauth:token-type:jwt"
+#define TT_ID_TOKEN "urn:ietf:params:oauth:token-type:id_token"
+#define TT_ACCESS_TOKEN "urn:ietf:params:oauth:token-type:access_token"
+
+struct error_map {
+    int status;
+    const char *error;
+    const char *description; /* what kind of failure; never policy content */
+};
+
+static const struct error_map errors[BROKER_ERR__COUNT] = {
+    [BROKER_ERR_BAD_REQUEST] = {400, "invalid_request", "malformed or missing parameter"},
+    [BROKER_ERR_UNSUPPORTED_GRANT] = {400, "unsupported_grant_type",
+                                      "grant_type must be token-exchange (RFC 8693) or jwt-bearer (RFC 7523)"},
+    [BROKER_ERR_TOKEN_MALFORMED] = {400, "invalid_grant", "subject_token is not a well-formed signed JWT"},
+    [BROKER_ERR_TOKEN_TOO_LARGE] = {400, "invalid_grant", "subject_token is too large"},
+    [BROKER_ERR_TOKEN_CRIT] = {400, "invalid_grant", "subject_token has critical header parameters"},
+    [BROKER_ERR_ALG_NOT_ALLOWED] = {400, "invalid_grant", "subject_token algorithm is not accepted for its issuer"},
+    [BROKER_ERR_UNKNOWN_ISSUER] = {400, "invalid_grant", "subject_token issuer is not trusted"},
+    [BROKER_ERR_UNKNOWN_KID] = {400, "invalid_grant", "subject_token signing key is not one of the issuer's keys"},
+    [BROKER_ERR_KEYS_UNAVAILABLE] = {503, "temporarily_unavailable", "the issuer's keys are not available yet"},
+    [BROKER_ERR_BAD_SIGNATURE] = {400, "invalid_grant", "subject_token signature is invalid"},
+    [BROKER_ERR_MISSING_EXP] = {400, "invalid_grant", "subject_token has no exp claim"},
+    [BROKER_ERR_EXPIRED] = {400, "invalid_grant", "subject_token has expired"},
+    [BROKER_ERR_NOT_YET_VALID] = {400, "invalid_grant", "subject_token is not valid yet"},
+    [BROKER_ERR_BAD_CLAIM] = {400, "invalid_grant", "subject_token has a malformed registered claim"},
+    [BROKER_ERR_WRONG_AUDIENCE] = {400, "invalid_grant", "subject_token audience is not accepted"},
+    [BROKER_ERR_REPLAY] = {400, "invalid_grant", "subject_token has already been used"},
+    [BROKER_ERR_NO_MATCH] = {400, "invalid_grant", "no trust policy matches the subject token"},
+    /* same answer as NO_MATCH: a caller must not learn which identities exist */
+    [BROKER_ERR_UNKNOWN_IDENTITY] = {400, "invalid_grant", "no trust policy matches the subject token"},
+    [BROKER_ERR_AMBIGUOUS_IDENTITY] = {400, "invalid_request",
+                                       "several identities trust this token; pass the identity parameter"},
+    [BROKER_ERR_INVALID_SCOPE] = {400, "invalid_scope", "requested scope is not granted by the matching trust policy"},
+    [BROKER_ERR_INVALID_TARGET] = {400, "invalid_target", "requested audience is not allowed for this identity"},
+    [BROKER_ERR_NOT_READY] = {503, "temporarily_unavailable", "trust policies are not loaded yet"},
+    [BROKER_ERR_AUDIT_UNAVAILABLE] = {503, "temporarily_unavailable",
+                                      "the audit store cannot record the decision; nothing was issued"},
+};
+
+static const struct error_map *error_for(enum broker_err e)
+{
+    static const struct error_map internal = {500, "server_error", "internal error"};
+    if ((unsigned)e < BROKER_ERR__COUNT && errors[e].status != 0)
+        return &errors[e];
+    return &internal;
+}
+
+static const char *self_issuer;
+
+void exchange_init(const char *issuer)
+{
+    self_issuer = issuer;
+}
+
+struct xjob {
+    struct loop_msg msg;          /* continuation on the loop thread */
+    struct http_request *r;       /* NULL once h2o has freed the request */
+    struct http_defer *defer;
+    struct http_loop *loop;
+    struct audit_job audit;
+    int64_t now;
+    const char *token;            /* in req->pool: valid only while r != NULL */
+    size_t token_len;
+    const char *want_identity, *want_scope, *want_audience, *issued_type;
+    const char *bad_request;      /* description for BAD_REQUEST */
+    struct jwt jwt;
+    bool have_jwt, refetched;
+    struct policy_set *set;
+    const struct issuer_cfg *issuer;
+    enum broker_err result;
+    char scope[2048];
+    int64_t expires_in;
+    size_t minted_len;
+    char minted[BROKER_MAX_MINTED_LEN];
+};
+
+static void job_free(struct xjob *j)
+{
+    http_defer_release(j->defer);
+    if (j->have_jwt)
+        jwt_free(&j->jwt);
+    if (j->set != NULL)
+        policy_set_unref(j->set);
+    audit_record_clear(&j->audit.rec);
+    OPENSSL_cleanse(j->minted, j->minted_len);
+    free(j);
+}
+
+static char *dup_str(const char *s)
+{
+    return s != NULL ? strdup(s) : NULL;
+}
+
+static char *dup_claim(const json_t *claims, const char *name)
+{
+    const json_t *v = json_object_get(claims, name);
+    if (json_is_string(v) && json_string_length(v) <= BROKER_MAX_CLAIM_LEN)
+        return strdup(json_string_value(v));
+    return NULL;
+}
+
+static void respond_error(struct xjob *j, enum broker_err e)
+{
+    const struct error_map *m = error_for(e);
+    const char *desc = e == BROKER_ERR_BAD_REQUEST && j->bad_request ? j->bad_request : m->description;
+    http_respond_error(j->r, m->status, m->error, desc);
+}
+
+static void respond_success(struct xjob *j)
+{
+    char scope[4096];
+    size_t sl = mint_json_escape(j->scope, scope, sizeof(scope));
+    scope[sl] = '\0';
+    size_t cap = j->minted_len + sl + 256;
+    char *body = h2o_mem_alloc_pool(&j->r->req->pool, cap);
+    int n = snprintf(body, cap,
+                     "{\"access_token\":\"%s\",\"issued_token_type\":\"%s\",\"token_type\":\"Bearer\","
+                     "\"expires_in\":%lld,\"scope\":\"%s\"}",
+                     j->minted, j->issued_type, (long long)j->expires_in, scope);
+    http_respond_json(j->r, 200, body, (size_t)n);
+}
+
+/* Final step on the loop thread: answer (if the client is still there) and free. */
+static void finish(struct xjob *j, enum broker_err e)
+{
+    metrics_exchange(e, j->r ? http_now_us() - j->r->t0_us : 0);
+    if (j->r != NULL) {
+        if (e == BROKER_OK)
+            respond_success(j);
+        else
+            respond_error(j, e);
+    }
+    job_free(j);
+}
+
+static void on_audited_loop(struct loop_msg *m)
+{
+    struct xjob *j = (struct xjob *)m;
+    http_inflight_add(j->loop, -1);
+    enum broker_err e = j->audit.result == BROKER_OK ? j->result : BROKER_ERR_AUDIT_UNAVAILABLE;
+    finish(j, e);
+}
+
+static void on_audited(struct audit_job *aj)
+{
+    struct xjob *j = aj->arg;
+    j->msg.cb = on_audited_loop;
+    http_post(j->loop, &j->msg); /* from the writer thread back to the request's loop */
+}
+
+static char *explain_verify(const struct xjob *j, enum broker_err e)
+{
+    json_t *o = json_pack("{s:s, s:s}", "stage", "verify", "reason", broker_strerror(e));
+    if (o == NULL)
+        return NULL;
+    if (j->have_jwt) {
+        json_object_set_new(o, "alg", json_string(jwt_alg_name(j->jwt.alg)));
+        if (j->jwt.kid != NULL)
+            json_object_set_new(o, "kid", json_string(j->jwt.kid));
+        if (j->jwt.iss != NULL)
+            json_object_set_new(o, "iss", json_string(j->jwt.iss));
+    }
+    if (j->issuer != NULL)
+        json_object_set_new(o, "issuer", json_string(j->issuer->name));
+    if (e == BROKER_ERR_BAD_REQUEST && j->bad_request != NULL)
+        json_object_set_new(o, "detail", json_string(j->bad_request));
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return s;
+}
+
+/* Record the decision, then answer once it is durable. */
+static void decide(struct xjob *j, enum broker_err e, char *explanation)
+{
+    struct audit_record *rec = &j->audit.rec;
+    j->result = e;
+    memcpy(rec->request_id, j->r->request_id, sizeof(j->r->request_id));
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    rec->at_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    rec->issued = e == BROKER_OK;
+    rec->reason = broker_strerror(e);
+    rec->client_addr = strdup(j->r->peer_text);
+    if (j->have_jwt) {
+        rec->subject_iss = j->jwt.iss ? strdup(j->jwt.iss) : NULL;
+        rec->subject_sub = dup_claim(j->jwt.claims, "sub");
+        rec->subject_jti = dup_claim(j->jwt.claims, "jti");
+    }
+    if (rec->identity == NULL && j->want_identity != NULL)
+        rec->identity = strdup(j->want_identity);
+    rec->explanation = explanation != NULL ? explanation : explain_verify(j, e);
+    j->audit.done = on_audited;
+    j->audit.arg = j;
+    if (audit_submit(&j->audit) != BROKER_OK) {
+        log_msg(LOG_WARN, "audit_unavailable", "request_id=%s", j->r->request_id);
+        finish(j, BROKER_ERR_AUDIT_UNAVAILABLE);
+        return;
+    }
+    http_inflight_add(j->loop, 1);
+}
+
+static void on_refetched_loop(struct loop_msg *m);
+static void on_refetched(void *arg, bool changed);
+
+/* Signature, policy and minting: everything after the request has been parsed. */
+static void evaluate(struct xjob *j)
+{
+    enum broker_err e;
+    struct issuer_keys *keys = issuers_keys_get(j->issuer->url);
+    if (keys == NULL) {
+        decide(j, BROKER_ERR_KEYS_UNAVAILABLE, NULL);
+        return;
+    }
+    e = verify_jwt(&j->jwt, issuer_keys_jwks(keys), j->issuer->algs, j->now, j->issuer->leeway_s);
+    issuer_keys_unref(keys);
+    if (e == BROKER_ERR_UNKNOWN_KID && !j->refetched) {
+        /* a rotated issuer key: one shared refetch, then exactly one more try */
+        j->refetched = true;
+        j->msg.cb = on_refetched_loop;
+        if (issuers_refetch(j->issuer->url, on_refetched, j)) {
+            http_inflight_add(j->loop, 1);
+            return;
+        }
+    }
+    if (e != BROKER_OK) {
+        decide(j, e, NULL);
+        return;
+    }
+
+    struct policy_input in = {
+        .issuer = j->issuer,
+        .claims = j->jwt.claims,
+        .identity = j->want_identity,
+        .scope = j->want_scope,
+        .audience = j->want_audience,
+        .peer = (const struct sockaddr *)&j->r->peer,
+        .default_audience = self_issuer,
+    };
+    struct policy_result res;
+    e = policy_eval(j->set, &in, &res, NULL);
+    if (e != BROKER_OK) {
+        /* denied: evaluate again, explaining every policy considered, for the audit record */
+        json_t *explain = json_array();
+        struct policy_result ignored;
+        if (explain != NULL && policy_eval(j->set, &in, &ignored, explain) != e)
+            log_msg(LOG_ERROR, "policy_explain_mismatch", "request_id=%s", j->r->request_id);
+        json_t *o = json_pack("{s:s, s:s, s:s, s:o}", "stage", "policy", "reason", broker_strerror(e), "issuer",
+                              j->issuer->name, "policies", explain ? explain : json_null());
+        char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        json_decref(o);
+        if (s != NULL && strlen(s) > BROKER_AUDIT_EXPLAIN_MAX) {
+            free(s);
+            s = strdup("{\"stage\":\"policy\",\"truncated\":true}");
+        }
+        decide(j, e, s);
+        return;
+    }
+    if (res.policy->single_use) {
+        /* replay protection needs the shared jti store (not built yet): refuse rather than
+         * silently accept a token twice */
+        j->audit.rec.identity = dup_str(res.identity->name);
+        j->audit.rec.policy = dup_str(res.policy->name);
+        decide(j, BROKER_ERR_REPLAY, strdup("{\"stage\":\"policy\",\"reason\":\"single_use_unsupported\"}"));
+        return;
+    }
+
+    struct keyring_ref *kr = state_keys_get();
+    const struct signing_key *sk = kr ? state_keys_ring(kr)->active : NULL;
+    json_t *ext = NULL;
+    if (res.policy->nmappings > 0) {
+        ext = json_object();
+        for (size_t i = 0; ext != NULL && i < res.policy->nmappings; i++) {
+            const json_t *v = policy_claim_get(j->jwt.claims, res.policy->mappings[i].from);
+            if (v != NULL)
+                json_object_set(ext, res.policy->mappings[i].to, (json_t *)v);
+        }
+    }
+    struct mint_input mi = {
+        .issuer = self_issuer,
+        .identity = res.identity->name,
+        .audience = res.audience,
+        .scope = res.scope,
+        .now = j->now,
+        .ttl_s = res.ttl_s,
+        .src_iss = j->jwt.iss,
+        .src_sub = json_string_value(json_object_get(j->jwt.claims, "sub")),
+        .src_policy = res.policy->name,
+        .ext = ext,
+    };
+    char jti[48];
+    e = sk ? mint_token(sk, &mi, j->minted, sizeof(j->minted), &j->minted_len, jti) : BROKER_ERR_INTERNAL;
+    json_decref(ext);
+    state_keys_put(kr);
+    j->audit.rec.identity = dup_str(res.identity->name);
+    j->audit.rec.policy = dup_str(res.policy->name);
+    j->audit.rec.scope = dup_str(res.scope);
+    j->audit.rec.audience = dup_str(res.audience);
+    if (e != BROKER_OK) {
+        decide(j, e, NULL);
+        return;
+    }
+    j->audit.rec.token_jti = strdup(jti);
+    snprintf(j->scope, sizeof(j->scope), "%s", res.scope);
+    j->expires_in = res.ttl_s;
+    char *why = NULL;
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "stage", "policy", "reason", "ok", "identity", res.identity->name,
+                          "policy", res.policy->name);
+    if (o != NULL) {
+        why = json_dumps(o, JSON_COMPACT);
+        json_decref(o);
+    }
+    decide(j, BROKER_OK, why);
+}
+
+static void on_refetched_loop(struct loop_msg *m)
+{
+    struct xjob *j = (struct xjob *)m;
+    http_inflight_add(j->loop, -1);
+    if (j->r == NULL) { /* the client went away meanwhile: no decision was made */
+        job_free(j);
+        return;
+    }
+    evaluate(j);
+}
+
+/* Called on the fetcher thread when the shared refetch is done. */
+static void on_refetched(void *arg, bool changed)
+{
+    (void)changed;
+    struct xjob *j = arg;
+    http_post(j->loop, &j->msg);
+}
+
+static const char *param(const struct form *f, const char *name)
+{
+    size_t len;
+    const char *v = form_get(f, name, &len);
+    return v != NULL && len > 0 ? v : NULL;
+}
+
+/* Request shape checks: no crypto, no lookups. */
+static enum broker_err parse_request(struct xjob *j, const struct form *f)
+{
+    const char *gt = param(f, "grant_type");
+    if (gt == NULL) {
+        j->bad_request = "grant_type is required";
+        return BROKER_ERR_BAD_REQUEST;
+    }
+    if (strcmp(gt, GT_TOKEN_EXCHANGE) == 0) {
+        const char *tt = param(f, "subject_token_type");
+        j->token = param(f, "subject_token");
+        if (j->token == NULL || tt == NULL) {
+            j->bad_request = "subject_token and subject_token_type are required";
+            return BROKER_ERR_BAD_REQUEST;
+        }
+        if (strcmp(tt, TT_JWT) != 0 && strcmp(tt, TT_ID_TOKEN) != 0) {
+            j->bad_request = "subject_token_type must be urn:ietf:params:oauth:token-type:jwt or :id_token";
+            return BROKER_ERR_BAD_REQUEST;
+        }
+        if (param(f, "actor_token") != NULL || param(f, "actor_token_type") != NULL) {
+            j->bad_request = "actor_token (delegation) is not supported";
+            return BROKER_ERR_BAD_REQUEST;
+        }
+    } else if (strcmp(gt, GT_JWT_BEARER) == 0) {
+        j->token = param(f, "assertion");
+        if (j->token == NULL) {
+            j->bad_request = "assertion is required";
+            return BROKER_ERR_BAD_REQUEST;
+        }
+    } else {
+        return BROKER_ERR_UNSUPPORTED_GRANT;
+    }
+    j->token_len = strlen(j->token);
+    if (param(f, "resource") != NULL) {
+        j->bad_request = "resource is not supported; use audience";
+        return BROKER_ERR_BAD_REQUEST;
+    }
+    const char *rtt = param(f, "requested_token_type");
+    if (rtt == NULL || strcmp(rtt, TT_ACCESS_TOKEN) == 0)
+        j->issued_type = TT_ACCESS_TOKEN;
+    else if (strcmp(rtt, TT_JWT) == 0)
+        j->issued_type = TT_JWT;
+    else {
+        j->bad_request = "requested_token_type must be access_token or jwt";
+        return BROKER_ERR_BAD_REQUEST;
+    }
+    j->want_identity = param(f, "identity");
+    j->want_scope = param(f, "scope");
+    j->want_audience = param(f, "audience");
+    if (j->want_identity != NULL && strlen(j->want_identity) > BROKER_MAX_NAME_LEN) {
+        j->bad_request = "identity is too long";
+        return BROKER_ERR_BAD_REQUEST;
+    }
+    return BROKER_OK;
+}
+
+int exchange_handle(struct http_request *r)
+{
+    h2o_req_t *req = r->req;
+    if (req->entity.len > BROKER_MAX_BODY) {
+        http_respond_error(r, 413, "invalid_request", "request body is too large");
+        return 0;
+    }
+    bool is_json = http_content_type_is(req, "application/json");
+    if (!is_json && !http_content_type_is(req, "application/x-www-form-urlencoded")) {
+        http_respond_error(r, 415, "invalid_request",
+                           "Content-Type must be application/x-www-form-urlencoded or application/json");
+        return 0;
+    }
+    if (http_draining()) {
+        http_respond_error(r, 503, "temporarily_unavailable", "shutting down");
+        return 0;
+    }
+
+    struct xjob *j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        http_respond_error(r, 500, "server_error", "out of memory");
+        return 0;
+    }
+    j->defer = http_defer(r, &j->r);
+    j->loop = r->loop;
+    j->now = (int64_t)time(NULL);
+
+    struct form f;
+    size_t scratch_cap = req->entity.len + 1;
+    char *scratch = h2o_mem_alloc_pool(&req->pool, scratch_cap);
+    enum broker_err e = is_json ? form_parse_json((const uint8_t *)req->entity.base, req->entity.len, &f, scratch,
+                                                  scratch_cap)
+                                : form_parse((const uint8_t *)req->entity.base, req->entity.len, &f, scratch, scratch_cap);
+    if (e != BROKER_OK) {
+        j->bad_request = "the request body is not a well-formed form (or JSON object of strings)";
+        decide(j, BROKER_ERR_BAD_REQUEST, NULL);
+        return 0;
+    }
+    if ((e = parse_request(j, &f)) != BROKER_OK) {
+        decide(j, e, NULL);
+        return 0;
+    }
+    if (j->token_len > BROKER_MAX_TOKEN_LEN) {
+        decide(j, BROKER_ERR_TOKEN_TOO_LARGE, NULL);
+        return 0;
+    }
+    if ((e = jwt_parse((const uint8_t *)j->token, j->token_len, &j->jwt)) != BROKER_OK) {
+        decide(j, e, NULL);
+        return 0;
+    }
+    j->have_jwt = true;
+    j->set = state_policy_get();
+    if (j->set == NULL) {
+        decide(j, BROKER_ERR_NOT_READY, NULL); /* no policies loaded yet: nothing can be decided */
+        return 0;
+    }
+    j->issuer = j->jwt.iss ? policy_set_issuer_by_url(j->set, j->jwt.iss) : NULL;
+    if (j->issuer == NULL) {
+        decide(j, BROKER_ERR_UNKNOWN_ISSUER, NULL);
+        return 0;
+    }
+    evaluate(j);
+    return 0;
+}

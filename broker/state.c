@@ -1,0 +1,233 @@
+#include "state.h"
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "issuers.h"
+#include "log.h"
+#include "store.h"
+
+#define POLICY_CHECK_MS 1000
+#define KEYS_CHECK_S 10
+
+struct keyring_ref {
+    atomic_int refs;
+    struct keyring *ring;
+};
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static struct policy_set *cur_policy;
+static struct keyring_ref *cur_keys;
+static json_t *last_issuers, *last_identities;
+static int64_t last_gen = -1;
+static atomic_bool db_up, stop_flag;
+static bool kicked;
+static pthread_t tid;
+static const struct config *cfg;
+
+struct policy_set *state_policy_get(void)
+{
+    pthread_mutex_lock(&mu);
+    struct policy_set *s = cur_policy ? policy_set_ref(cur_policy) : NULL;
+    pthread_mutex_unlock(&mu);
+    return s;
+}
+
+struct keyring_ref *state_keys_get(void)
+{
+    pthread_mutex_lock(&mu);
+    struct keyring_ref *k = cur_keys;
+    if (k != NULL)
+        atomic_fetch_add(&k->refs, 1);
+    pthread_mutex_unlock(&mu);
+    return k;
+}
+
+const struct keyring *state_keys_ring(const struct keyring_ref *k)
+{
+    return k->ring;
+}
+
+void state_keys_put(struct keyring_ref *k)
+{
+    if (k != NULL && atomic_fetch_sub(&k->refs, 1) == 1) {
+        keys_free(k->ring);
+        free(k);
+    }
+}
+
+bool state_ready(void)
+{
+    pthread_mutex_lock(&mu);
+    bool ok = cur_policy != NULL && cur_keys != NULL && cur_keys->ring->active != NULL;
+    pthread_mutex_unlock(&mu);
+    return ok && atomic_load(&db_up);
+}
+
+void state_kick(void)
+{
+    pthread_mutex_lock(&mu);
+    kicked = true;
+    pthread_cond_signal(&cv);
+    pthread_mutex_unlock(&mu);
+}
+
+static enum broker_err load_keys(char *err, size_t errlen)
+{
+    struct keyring *ring = NULL;
+    enum broker_err e = keys_load(cfg->keys_dir, (int64_t)time(NULL), &ring);
+    if (e != BROKER_OK) {
+        snprintf(err, errlen, "cannot load signing keys from %s: %s", cfg->keys_dir, broker_strerror(e));
+        return e;
+    }
+    if (ring->active == NULL) {
+        snprintf(err, errlen, "no active signing key in %s (run `broker keys generate`)", cfg->keys_dir);
+        keys_free(ring);
+        return BROKER_ERR_CONFIG;
+    }
+    struct keyring_ref *k = malloc(sizeof(*k));
+    if (k == NULL) {
+        keys_free(ring);
+        return BROKER_ERR_NOMEM;
+    }
+    atomic_init(&k->refs, 1);
+    k->ring = ring;
+    pthread_mutex_lock(&mu);
+    struct keyring_ref *old = cur_keys;
+    bool changed = old == NULL || old->ring->active == NULL || strcmp(old->ring->active->kid, ring->active->kid) != 0;
+    cur_keys = k;
+    pthread_mutex_unlock(&mu);
+    if (changed)
+        log_msg(LOG_INFO, "signing_key_active", "kid=%s keys=%zu", ring->active->kid, ring->n);
+    state_keys_put(old);
+    return BROKER_OK;
+}
+
+/* One policy check: load documents, rebuild only when they changed. */
+static void reload_policies(struct store **st)
+{
+    char err[512];
+    if (*st == NULL) {
+        if (store_open(cfg->database_url, st) != BROKER_OK) {
+            store_close(*st);
+            *st = NULL;
+            if (atomic_exchange(&db_up, false))
+                log_msg(LOG_WARN, "policy_db_down", "reason=\"connect failed\"");
+            return;
+        }
+    }
+    json_t *iss = NULL, *ids = NULL;
+    int64_t gen = 0;
+    /* cheap check first: documents are reloaded only when the generation moved */
+    if (store_policy_generation(*st, &gen) == BROKER_OK && last_issuers != NULL && gen == last_gen) {
+        if (!atomic_exchange(&db_up, true))
+            log_msg(LOG_INFO, "policy_db_up", "%s", "");
+        return;
+    }
+    if (store_load_documents_gen(*st, &iss, &ids, &gen) != BROKER_OK) {
+        if (atomic_exchange(&db_up, false))
+            log_msg(LOG_WARN, "policy_db_down", "reason=\"load failed\"");
+        store_close(*st);
+        *st = NULL;
+        return;
+    }
+    if (!atomic_exchange(&db_up, true))
+        log_msg(LOG_INFO, "policy_db_up", "%s", "");
+    if (last_issuers != NULL && json_equal(iss, last_issuers) && json_equal(ids, last_identities)) {
+        json_decref(iss);
+        json_decref(ids);
+        last_gen = gen;
+        return;
+    }
+    struct policy_set *set = NULL;
+    if (policy_set_build(iss, ids, &set, err, sizeof(err)) != BROKER_OK) {
+        log_msg(LOG_ERROR, "policy_rejected", "reason=\"%s\"", err);
+        goto remember;
+    }
+    if (issuers_sync(set, err, sizeof(err)) != BROKER_OK) {
+        log_msg(LOG_ERROR, "policy_rejected", "reason=\"%s\"", err);
+        policy_set_unref(set);
+        goto remember;
+    }
+    pthread_mutex_lock(&mu);
+    struct policy_set *old = cur_policy;
+    cur_policy = set;
+    pthread_mutex_unlock(&mu);
+    if (old != NULL)
+        policy_set_unref(old);
+    log_msg(LOG_INFO, "policy_loaded", "issuers=%zu identities=%zu", policy_set_issuer_count(set),
+            policy_set_identity_count(set));
+remember:
+    /* a rejected set is remembered too, so it is not rebuilt (and logged) every second */
+    json_decref(last_issuers);
+    json_decref(last_identities);
+    last_issuers = iss;
+    last_identities = ids;
+    last_gen = gen;
+}
+
+static void *reloader(void *arg)
+{
+    (void)arg;
+    struct store *st = NULL;
+    time_t keys_at = time(NULL);
+    while (!atomic_load(&stop_flag)) {
+        reload_policies(&st);
+        if (time(NULL) - keys_at >= KEYS_CHECK_S) {
+            char err[512];
+            if (load_keys(err, sizeof(err)) != BROKER_OK)
+                log_msg(LOG_ERROR, "keys_reload_failed", "reason=\"%s\"", err);
+            keys_at = time(NULL);
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (long)POLICY_CHECK_MS * 1000000L;
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_mutex_lock(&mu);
+        while (!kicked && !atomic_load(&stop_flag))
+            if (pthread_cond_timedwait(&cv, &mu, &ts) != 0)
+                break;
+        kicked = false;
+        pthread_mutex_unlock(&mu);
+    }
+    store_close(st);
+    return NULL;
+}
+
+enum broker_err state_start(const struct config *c, char *err, size_t errlen)
+{
+    cfg = c;
+    enum broker_err e = load_keys(err, errlen);
+    if (e != BROKER_OK)
+        return e;
+    struct store *st = NULL;
+    reload_policies(&st); /* first load synchronously so a healthy start is ready at once */
+    store_close(st);
+    if (pthread_create(&tid, NULL, reloader, NULL) != 0) {
+        snprintf(err, errlen, "cannot start reloader thread");
+        return BROKER_ERR_INTERNAL;
+    }
+    return BROKER_OK;
+}
+
+void state_stop(void)
+{
+    atomic_store(&stop_flag, true);
+    state_kick();
+    pthread_join(tid, NULL);
+    pthread_mutex_lock(&mu);
+    struct policy_set *p = cur_policy;
+    struct keyring_ref *k = cur_keys;
+    cur_policy = NULL;
+    cur_keys = NULL;
+    pthread_mutex_unlock(&mu);
+    if (p != NULL)
+        policy_set_unref(p);
+    state_keys_put(k);
+    json_decref(last_issuers);
+    json_decref(last_identities);
+    last_issuers = last_identities = NULL;
+}
