@@ -1,0 +1,1016 @@
+/* Per-issuer key cache. Static key sets are loaded by issuers_sync; fetched sets come from a
+ * few fetcher threads running libcurl easy handles (discovery, then JWKS), so event-loop threads
+ * never wait on the network: they take a referenced snapshot of the current set under a short
+ * mutex and, on an unknown kid, queue a callback that a fetcher calls when its fetch is done.
+ *
+ * Locking: one mutex guards the table, every entry and the lists below; it is never held across
+ * I/O, parsing or a callback. Key sets are immutable and refcounted, so a reader keeps using its
+ * snapshot while a fetcher swaps in the next one. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <curl/curl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include "issuers.h"
+#include "jwt.h"
+#include "log.h"
+
+#define ISSUERS_THREADS 4                   /* a slow issuer cannot hold up another issuer's refetch */
+#define ISSUERS_CONNECT_TIMEOUT_MS 2000
+#define ISSUERS_BACKOFF_MIN_MS 1000
+#define ISSUERS_BACKOFF_MAX_MS (5 * 60 * 1000)
+#define ISSUERS_IDLE_WAIT_MS (60 * 1000)    /* fetchers re-check the schedule at least this often */
+#define ISSUERS_DIGEST_LEN 32
+
+enum fetch_result {
+    FR_OK,
+    FR_NETWORK,          /* connect, DNS, reset, unsupported scheme */
+    FR_TLS,              /* handshake or certificate verification */
+    FR_TIMEOUT,
+    FR_HTTP_STATUS,      /* anything but 200, redirects included */
+    FR_TOO_LARGE,        /* over BROKER_MAX_JWKS_BYTES */
+    FR_BAD_DISCOVERY,    /* not JSON, no https jwks_uri */
+    FR_ISSUER_MISMATCH,  /* discovery "issuer" is not the registered url */
+    FR_BAD_JWKS,         /* jwks_parse refused the document */
+    FR_INTERNAL,
+    FR__COUNT
+};
+
+static const char *const fr_names[FR__COUNT] = {
+    [FR_OK] = "ok",
+    [FR_NETWORK] = "network",
+    [FR_TLS] = "tls",
+    [FR_TIMEOUT] = "timeout",
+    [FR_HTTP_STATUS] = "http_status",
+    [FR_TOO_LARGE] = "too_large",
+    [FR_BAD_DISCOVERY] = "bad_discovery",
+    [FR_ISSUER_MISMATCH] = "issuer_mismatch",
+    [FR_BAD_JWKS] = "bad_jwks",
+    [FR_INTERNAL] = "internal",
+};
+
+struct issuer_keys {
+    atomic_uint refs;
+    struct jwks *jwks;
+    int64_t fetched_at;
+    uint8_t digest[ISSUERS_DIGEST_LEN]; /* SHA-256 of the fetched document: "changed" compares it */
+};
+
+struct waiter {
+    void (*cb)(void *arg, bool changed);
+    void *arg;
+    struct waiter *next;
+};
+
+struct issuer_entry {
+    char *name;
+    char *url;
+    char *jwks_uri;            /* NULL: discovery */
+    char *ca_file;             /* NULL: system store */
+    bool is_static;
+    bool in_flight;
+    bool removed;              /* dropped by a sync while its fetch ran; freed by the fetcher */
+    bool kept;                 /* scratch flag for issuers_sync */
+    uint64_t gen;              /* bumped when the fetch source changes: older results are discarded */
+    struct issuer_keys *keys;
+    int64_t due_ms;            /* monotonic time of the next fetch */
+    int64_t backoff_ms;        /* 0 after a success */
+    int64_t last_refetch_ms;   /* last unknown-kid refetch, for the cool-down */
+    bool refetched;
+    struct waiter *waiters;    /* owed a callback when the next fetch completes */
+    uint64_t counts[FR__COUNT];
+    int last_result;           /* enum fetch_result, -1 before the first fetch */
+    struct issuer_entry *next; /* on the dead list, or a local free list */
+};
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv;                   /* CLOCK_MONOTONIC; fetchers sleep on it */
+static pthread_once_t cv_once = PTHREAD_ONCE_INIT;
+static bool cv_ok;
+static struct issuer_entry **entries;       /* sorted by url */
+static size_t nentries;
+static struct issuer_entry *dead;           /* removed while in flight */
+static struct waiter *orphans;              /* callbacks owed with no fetch to wait for */
+static pthread_t threads[ISSUERS_THREADS];
+static size_t nthreads;
+static bool running, stopping, curl_inited;
+static atomic_bool aborting;                /* makes in-flight transfers give up at stop */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec;
+}
+
+static void cv_init(void)
+{
+    pthread_condattr_t a;
+    if (pthread_condattr_init(&a) != 0)
+        return;
+    if (pthread_condattr_setclock(&a, CLOCK_MONOTONIC) == 0 && pthread_cond_init(&cv, &a) == 0)
+        cv_ok = true;
+    pthread_condattr_destroy(&a);
+}
+
+static bool streq_null(const char *a, const char *b)
+{
+    if (a == NULL || b == NULL)
+        return a == b;
+    return strcmp(a, b) == 0;
+}
+
+static char *dup_or_null(const char *s, bool *fail)
+{
+    if (s == NULL)
+        return NULL;
+    char *d = strdup(s);
+    if (d == NULL)
+        *fail = true;
+    return d;
+}
+
+/* ------------------------------------------------------------------ key sets */
+
+static struct issuer_keys *keys_new(struct jwks *set, const uint8_t *doc, size_t len)
+{
+    struct issuer_keys *k = calloc(1, sizeof(*k));
+    if (k == NULL)
+        return NULL;
+    if (doc != NULL && EVP_Digest(doc, len, k->digest, NULL, EVP_sha256(), NULL) != 1) {
+        free(k);
+        return NULL;
+    }
+    atomic_init(&k->refs, 1);
+    k->jwks = set;
+    k->fetched_at = wall_s();
+    return k;
+}
+
+const struct jwks *issuer_keys_jwks(const struct issuer_keys *k)
+{
+    return k != NULL ? k->jwks : NULL;
+}
+
+int64_t issuer_keys_fetched_at(const struct issuer_keys *k)
+{
+    return k != NULL ? k->fetched_at : 0;
+}
+
+void issuer_keys_unref(struct issuer_keys *k)
+{
+    if (k == NULL || atomic_fetch_sub_explicit(&k->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    jwks_free(k->jwks);
+    free(k);
+}
+
+/* ------------------------------------------------------------------ entries and waiters */
+
+static void entry_free(struct issuer_entry *e)
+{
+    if (e == NULL)
+        return;
+    free(e->name);
+    free(e->url);
+    free(e->jwks_uri);
+    free(e->ca_file);
+    issuer_keys_unref(e->keys);
+    free(e);
+}
+
+static void entries_free_list(struct issuer_entry *e)
+{
+    while (e != NULL) {
+        struct issuer_entry *next = e->next;
+        entry_free(e);
+        e = next;
+    }
+}
+
+static void waiters_move(struct waiter **dst, struct waiter **src)
+{
+    struct waiter *w = *src;
+    if (w == NULL)
+        return;
+    while (w->next != NULL)
+        w = w->next;
+    w->next = *dst;
+    *dst = *src;
+    *src = NULL;
+}
+
+static void waiters_deliver(struct waiter *w, bool changed)
+{
+    while (w != NULL) {
+        struct waiter *next = w->next;
+        w->cb(w->arg, changed);
+        free(w);
+        w = next;
+    }
+}
+
+static int entry_cmp(const void *a, const void *b)
+{
+    const struct issuer_entry *x = *(const struct issuer_entry *const *)a;
+    const struct issuer_entry *y = *(const struct issuer_entry *const *)b;
+    return strcmp(x->url, y->url);
+}
+
+static int entry_key_cmp(const void *key, const void *elem)
+{
+    return strcmp((const char *)key, (*(const struct issuer_entry *const *)elem)->url);
+}
+
+/* Caller holds mu. */
+static struct issuer_entry *find_locked(const char *url)
+{
+    if (url == NULL || nentries == 0)
+        return NULL;
+    struct issuer_entry **p = bsearch(url, entries, nentries, sizeof(*entries), entry_key_cmp);
+    return p != NULL ? *p : NULL;
+}
+
+/* ------------------------------------------------------------------ static key sets */
+
+static enum broker_err read_small_file(const char *path, uint8_t **out, size_t *len)
+{
+    enum broker_err e = BROKER_ERR_IO;
+    uint8_t *buf = NULL;
+    FILE *f = fopen(path, "rbe");
+    if (f == NULL)
+        goto out;
+    buf = malloc(BROKER_MAX_JWKS_BYTES + 1);
+    if (buf == NULL) {
+        e = BROKER_ERR_NOMEM;
+        goto out;
+    }
+    size_t n = fread(buf, 1, BROKER_MAX_JWKS_BYTES + 1, f);
+    if (ferror(f))
+        goto out;
+    if (n > BROKER_MAX_JWKS_BYTES) {
+        e = BROKER_ERR_CONFIG;
+        goto out;
+    }
+    *out = buf;
+    *len = n;
+    buf = NULL;
+    e = BROKER_OK;
+out:
+    free(buf);
+    if (f != NULL)
+        fclose(f);
+    return e;
+}
+
+static enum broker_err load_static(const struct issuer_cfg *c, struct issuer_keys **out, char *err, size_t errlen)
+{
+    struct jwks *set = NULL;
+    uint8_t *doc = NULL;
+    size_t len = 0;
+    enum broker_err e;
+    if (c->jwks_inline != NULL) {
+        e = jwks_parse((const uint8_t *)c->jwks_inline, strlen(c->jwks_inline), 0, &set);
+        if (e != BROKER_OK) {
+            snprintf(err, errlen, "issuer %s: jwks: %s", c->name, broker_strerror(e));
+            goto out;
+        }
+    } else {
+        e = read_small_file(c->jwks_file, &doc, &len);
+        if (e != BROKER_OK) {
+            snprintf(err, errlen, "issuer %s: jwks_file %s: %s", c->name, c->jwks_file,
+                     e == BROKER_ERR_CONFIG ? "too large" : "cannot read");
+            goto out;
+        }
+        /* Kubernetes publishes no JWKS without the API server; its service-account key (or the
+         * API server certificate) as PEM is what operators have at hand. */
+        if (memmem(doc, len, "-----BEGIN ", 11) != NULL)
+            e = jwks_from_pem(doc, len, &set);
+        else
+            e = jwks_parse(doc, len, 0, &set);
+        if (e != BROKER_OK) {
+            snprintf(err, errlen, "issuer %s: jwks_file %s: %s", c->name, c->jwks_file, broker_strerror(e));
+            goto out;
+        }
+    }
+    *out = keys_new(set, NULL, 0);
+    if (*out == NULL) {
+        e = BROKER_ERR_NOMEM;
+        snprintf(err, errlen, "issuer %s: out of memory", c->name);
+        goto out;
+    }
+    set = NULL;
+    e = BROKER_OK;
+out:
+    jwks_free(set);
+    free(doc);
+    return e;
+}
+
+/* A fresh entry for cfg, static keys loaded; not yet in the table. */
+static enum broker_err entry_prepare(const struct issuer_cfg *c, struct issuer_entry **out, char *err, size_t errlen)
+{
+    enum broker_err e = BROKER_ERR_NOMEM;
+    bool fail = false;
+    struct issuer_entry *n = calloc(1, sizeof(*n));
+    if (n == NULL)
+        goto out;
+    n->last_result = -1;
+    n->name = dup_or_null(c->name != NULL ? c->name : "", &fail);
+    n->url = dup_or_null(c->url != NULL ? c->url : "", &fail);
+    n->jwks_uri = dup_or_null(c->jwks_uri, &fail);
+    n->ca_file = dup_or_null(c->ca_file, &fail);
+    if (fail)
+        goto out;
+    n->is_static = c->jwks_inline != NULL || c->jwks_file != NULL;
+    if (n->is_static) {
+        e = load_static(c, &n->keys, err, errlen);
+        if (e != BROKER_OK)
+            goto out;
+    }
+    *out = n;
+    n = NULL;
+    e = BROKER_OK;
+out:
+    if (e == BROKER_ERR_NOMEM)
+        snprintf(err, errlen, "issuer %s: out of memory", c->name != NULL ? c->name : "?");
+    entry_free(n);
+    return e;
+}
+
+#define SWAP_PTR(a, b)       \
+    do {                     \
+        void *t_ = (void *)(a); \
+        (a) = (b);           \
+        (b) = t_;            \
+    } while (0)
+
+enum broker_err issuers_sync(const struct policy_set *set, char *err, size_t errlen)
+{
+    size_t n = set != NULL ? policy_set_issuer_count(set) : 0;
+    enum broker_err e = BROKER_ERR_NOMEM;
+    struct issuer_entry **fresh = calloc(n + 1, sizeof(*fresh));
+    struct issuer_entry **nv = calloc(n + 1, sizeof(*nv));
+    struct issuer_entry *trash = NULL;
+    struct waiter *owed = NULL;
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (fresh == NULL || nv == NULL) {
+        snprintf(err, errlen, "issuers: out of memory");
+        goto out;
+    }
+    /* Everything that can fail happens before the table is touched: no partial update. */
+    for (size_t i = 0; i < n; i++) {
+        e = entry_prepare(policy_set_issuer_at(set, i), &fresh[i], err, errlen);
+        if (e != BROKER_OK)
+            goto out;
+    }
+    memcpy(nv, fresh, n * sizeof(*nv));
+    qsort(nv, n, sizeof(*nv), entry_cmp);
+    for (size_t i = 1; i < n; i++) {
+        if (strcmp(nv[i - 1]->url, nv[i]->url) == 0) {
+            snprintf(err, errlen, "issuer %s: url is also issuer %s's", nv[i]->name, nv[i - 1]->name);
+            e = BROKER_ERR_CONFIG;
+            goto out;
+        }
+    }
+
+    pthread_once(&cv_once, cv_init);
+    pthread_mutex_lock(&mu);
+    int64_t now = now_ms();
+    for (size_t i = 0; i < n; i++) {
+        struct issuer_entry *f = nv[i], *old = find_locked(f->url);
+        if (old == NULL) {
+            f->due_ms = now;
+            continue;
+        }
+        if (f->is_static) {
+            if (!old->is_static) {
+                old->gen++;
+                waiters_move(&owed, &old->waiters);
+            }
+            SWAP_PTR(old->keys, f->keys); /* the previous static or fetched set goes to trash */
+        } else if (old->is_static || !streq_null(old->jwks_uri, f->jwks_uri) ||
+                   !streq_null(old->ca_file, f->ca_file)) {
+            /* keys from another source are not evidence about this one */
+            old->gen++;
+            SWAP_PTR(old->keys, f->keys);
+            old->due_ms = now;
+            old->backoff_ms = 0;
+        }
+        old->is_static = f->is_static;
+        SWAP_PTR(old->name, f->name);
+        SWAP_PTR(old->jwks_uri, f->jwks_uri);
+        SWAP_PTR(old->ca_file, f->ca_file);
+        old->kept = true;
+        f->next = trash;
+        trash = f;
+        nv[i] = old;
+    }
+    for (size_t i = 0; i < nentries; i++) {
+        struct issuer_entry *old = entries[i];
+        if (old->kept) {
+            old->kept = false;
+            continue;
+        }
+        old->removed = true;
+        waiters_move(&owed, &old->waiters);
+        old->next = old->in_flight ? dead : trash;
+        if (old->in_flight)
+            dead = old;
+        else
+            trash = old;
+    }
+    SWAP_PTR(entries, nv);
+    nentries = n;
+    waiters_move(&orphans, &owed);
+    if (cv_ok)
+        pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+    memset(fresh, 0, (n + 1) * sizeof(*fresh)); /* now owned by the table or the trash */
+    e = BROKER_OK;
+out:
+    if (fresh != NULL) {
+        for (size_t i = 0; i < n; i++)
+            entry_free(fresh[i]);
+    }
+    free(fresh);
+    free(nv);
+    entries_free_list(trash);
+    return e;
+}
+
+/* ------------------------------------------------------------------ fetching */
+
+struct body {
+    uint8_t *p; /* BROKER_MAX_JWKS_BYTES + 1 */
+    size_t len;
+    bool too_large;
+};
+
+static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
+{
+    struct body *b = ud;
+    size_t n = size * nmemb; /* libcurl documents size as always 1 */
+    if (n > BROKER_MAX_JWKS_BYTES - b->len) {
+        b->too_large = true;
+        return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
+    }
+    memcpy(b->p + b->len, data, n);
+    b->len += n;
+    return n;
+}
+
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+    (void)ud, (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    return atomic_load_explicit(&aborting, memory_order_relaxed) ? 1 : 0;
+}
+
+/* One handle per fetch: discovery and JWKS on the same host reuse the connection. */
+static CURL *easy_new(const char *ca_file, struct body *b)
+{
+    CURL *h = curl_easy_init();
+    if (h == NULL)
+        return NULL;
+    /* Each setopt returns CURLE_OK (0) or an error: any failure refuses the handle, so an old
+     * libcurl that does not know an option can never fetch with a weaker setting. */
+    if (curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https") ||
+        curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "https") ||
+        curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L) ||   /* a 3xx is a failure, never followed */
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L) ||
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L) ||
+        curl_easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2) ||
+        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) ||          /* threads: no SIGALRM for DNS timeouts */
+        curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)BROKER_MAX_JWKS_BYTES) ||
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write) ||
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, b) ||
+        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L) ||
+        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress) ||
+        curl_easy_setopt(h, CURLOPT_USERAGENT, "broker") ||
+        (ca_file != NULL && curl_easy_setopt(h, CURLOPT_CAINFO, ca_file))) {
+        curl_easy_cleanup(h);
+        return NULL;
+    }
+    return h;
+}
+
+static enum fetch_result classify(CURLcode c, const struct body *b)
+{
+    switch (c) {
+    case CURLE_OPERATION_TIMEDOUT:
+        return FR_TIMEOUT;
+    case CURLE_FILESIZE_EXCEEDED:
+        return FR_TOO_LARGE;
+    case CURLE_WRITE_ERROR:
+        return b->too_large ? FR_TOO_LARGE : FR_INTERNAL;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+        return FR_TLS;
+    case CURLE_OUT_OF_MEMORY:
+        return FR_INTERNAL;
+    default:
+        return FR_NETWORK;
+    }
+}
+
+static enum fetch_result http_get(CURL *h, const char *url, int64_t deadline_ms, struct body *b, long *status)
+{
+    int64_t left = deadline_ms - now_ms();
+    *status = 0;
+    if (left <= 0)
+        return FR_TIMEOUT;
+    b->len = 0;
+    b->too_large = false;
+    if (curl_easy_setopt(h, CURLOPT_URL, url) || curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)left) ||
+        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+                         (long)(left < ISSUERS_CONNECT_TIMEOUT_MS ? left : ISSUERS_CONNECT_TIMEOUT_MS)))
+        return FR_INTERNAL;
+    CURLcode c = curl_easy_perform(h);
+    if (c != CURLE_OK)
+        return classify(c, b);
+    if (curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status) != CURLE_OK)
+        return FR_INTERNAL;
+    return *status == 200 ? FR_OK : FR_HTTP_STATUS;
+}
+
+/* OIDC Discovery 1.0 §4: the issuer's path with any trailing '/' removed, then the well-known path. */
+static char *discovery_url(const char *iss)
+{
+    static const char wk[] = "/.well-known/openid-configuration";
+    size_t n = strlen(iss);
+    while (n > 0 && iss[n - 1] == '/')
+        n--;
+    char *u = malloc(n + sizeof(wk));
+    if (u == NULL)
+        return NULL;
+    memcpy(u, iss, n);
+    memcpy(u + n, wk, sizeof(wk));
+    return u;
+}
+
+static enum fetch_result parse_discovery(const struct body *b, const char *iss, char **jwks_uri)
+{
+    enum fetch_result r = FR_BAD_DISCOVERY;
+    json_t *doc = jwt_json_load_strict(b->p, b->len, BROKER_MAX_JSON_DEPTH);
+    if (doc == NULL || !json_is_object(doc))
+        goto out;
+    const json_t *i = json_object_get(doc, "issuer"), *u = json_object_get(doc, "jwks_uri");
+    if (!json_is_string(i) || !json_is_string(u))
+        goto out;
+    size_t ilen = json_string_length(i), ulen = json_string_length(u);
+    /* exact equality (OIDC Discovery §4.3): otherwise a document could vouch for another issuer */
+    if (ilen != strlen(iss) || memcmp(json_string_value(i), iss, ilen) != 0) {
+        r = FR_ISSUER_MISMATCH;
+        goto out;
+    }
+    const char *us = json_string_value(u);
+    if (ulen <= 8 || ulen != strlen(us) || strncmp(us, "https://", 8) != 0)
+        goto out;
+    *jwks_uri = strdup(us);
+    r = *jwks_uri != NULL ? FR_OK : FR_INTERNAL;
+out:
+    json_decref(doc);
+    return r;
+}
+
+struct fetch_job {
+    char *name, *url, *jwks_uri, *ca_file;
+    uint64_t gen;
+};
+
+static void job_clear(struct fetch_job *j)
+{
+    free(j->name);
+    free(j->url);
+    free(j->jwks_uri);
+    free(j->ca_file);
+    memset(j, 0, sizeof(*j));
+}
+
+/* Discovery (unless jwks_uri is configured) and JWKS, within one overall deadline. */
+static enum fetch_result fetch_keys(const struct fetch_job *job, struct issuer_keys **out, const char **stage,
+                                    long *status)
+{
+    enum fetch_result r = FR_INTERNAL;
+    int64_t deadline = now_ms() + BROKER_JWKS_FETCH_TIMEOUT_MS;
+    struct body b = {.p = malloc(BROKER_MAX_JWKS_BYTES + 1)};
+    char *disc = NULL, *found = NULL;
+    struct jwks *set = NULL;
+    CURL *h = NULL;
+    *stage = "setup";
+    *status = 0;
+    if (b.p == NULL || (h = easy_new(job->ca_file, &b)) == NULL)
+        goto out;
+    const char *uri = job->jwks_uri;
+    if (uri == NULL) {
+        *stage = "discovery";
+        if ((disc = discovery_url(job->url)) == NULL)
+            goto out;
+        if ((r = http_get(h, disc, deadline, &b, status)) != FR_OK)
+            goto out;
+        if ((r = parse_discovery(&b, job->url, &found)) != FR_OK)
+            goto out;
+        uri = found;
+    }
+    *stage = "jwks";
+    if ((r = http_get(h, uri, deadline, &b, status)) != FR_OK)
+        goto out;
+    if (jwks_parse(b.p, b.len, 0, &set) != BROKER_OK) {
+        r = FR_BAD_JWKS;
+        goto out;
+    }
+    if ((*out = keys_new(set, b.p, b.len)) == NULL) {
+        r = FR_INTERNAL;
+        goto out;
+    }
+    set = NULL;
+    r = FR_OK;
+out:
+    jwks_free(set);
+    if (h != NULL)
+        curl_easy_cleanup(h);
+    free(b.p);
+    free(disc);
+    free(found);
+    return r;
+}
+
+/* Record a finished fetch. Caller holds mu. Returns the callbacks to run (after unlocking);
+ * *unref receives a key set to drop and *gone an entry to free. */
+static struct waiter *complete_locked(struct issuer_entry *e, const struct fetch_job *job, enum fetch_result r,
+                                      struct issuer_keys **fetched, bool *changed, struct issuer_entry **gone)
+{
+    struct waiter *w = NULL;
+    *changed = false;
+    e->in_flight = false;
+    if (e->removed) {
+        for (struct issuer_entry **pp = &dead; *pp != NULL; pp = &(*pp)->next) {
+            if (*pp == e) {
+                *pp = e->next;
+                break;
+            }
+        }
+        waiters_move(&w, &e->waiters);
+        *gone = e;
+        return w;
+    }
+    if (job->gen != e->gen) {
+        /* the source changed meanwhile: the result is stale; a fetch of the new source is due now
+         * and will answer the waiters (a now-static issuer answered them at sync) */
+        return NULL;
+    }
+    int64_t now = now_ms();
+    e->counts[r]++;
+    e->last_result = (int)r;
+    if (r == FR_OK) {
+        *changed = e->keys == NULL ||
+                   CRYPTO_memcmp(e->keys->digest, (*fetched)->digest, ISSUERS_DIGEST_LEN) != 0;
+        SWAP_PTR(e->keys, *fetched);
+        e->backoff_ms = 0;
+        e->due_ms = now + (int64_t)BROKER_JWKS_REFRESH_S * 1000;
+    } else {
+        /* the last good set (if any) keeps serving; retry sooner than the periodic refresh */
+        e->backoff_ms = e->backoff_ms == 0 ? ISSUERS_BACKOFF_MIN_MS : e->backoff_ms * 2;
+        if (e->backoff_ms > ISSUERS_BACKOFF_MAX_MS)
+            e->backoff_ms = ISSUERS_BACKOFF_MAX_MS;
+        e->due_ms = now + e->backoff_ms;
+    }
+    waiters_move(&w, &e->waiters);
+    return w;
+}
+
+static void run_one(struct issuer_entry *e)
+{
+    struct fetch_job job = {0};
+    bool fail = false;
+    job.name = dup_or_null(e->name, &fail);
+    job.url = dup_or_null(e->url, &fail);
+    job.jwks_uri = dup_or_null(e->jwks_uri, &fail);
+    job.ca_file = dup_or_null(e->ca_file, &fail);
+    job.gen = e->gen;
+    e->in_flight = true;
+    pthread_mutex_unlock(&mu);
+
+    struct issuer_keys *fetched = NULL;
+    const char *stage = "setup";
+    long status = 0;
+    enum fetch_result r = fail ? FR_INTERNAL : fetch_keys(&job, &fetched, &stage, &status);
+    if (r == FR_OK)
+        log_msg(LOG_INFO, "jwks_fetched", "issuer=%s keys=%zu", job.name, fetched->jwks->n);
+    else if (!atomic_load(&aborting))
+        log_msg(LOG_WARN, "jwks_fetch_failed", "issuer=%s stage=%s reason=%s status=%ld",
+                job.name != NULL ? job.name : "?", stage, fr_names[r], status);
+
+    bool changed = false;
+    struct issuer_entry *gone = NULL;
+    pthread_mutex_lock(&mu);
+    struct waiter *w = complete_locked(e, &job, r, &fetched, &changed, &gone);
+    pthread_mutex_unlock(&mu);
+    waiters_deliver(w, changed);
+    issuer_keys_unref(fetched);
+    entry_free(gone);
+    job_clear(&job);
+    pthread_mutex_lock(&mu);
+}
+
+static void *worker_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&mu);
+    while (!stopping) {
+        if (orphans != NULL) {
+            struct waiter *w = orphans;
+            orphans = NULL;
+            pthread_mutex_unlock(&mu);
+            waiters_deliver(w, false);
+            pthread_mutex_lock(&mu);
+            continue;
+        }
+        int64_t now = now_ms(), next = now + ISSUERS_IDLE_WAIT_MS;
+        struct issuer_entry *pick = NULL;
+        for (size_t i = 0; i < nentries; i++) {
+            struct issuer_entry *e = entries[i];
+            if (e->is_static || e->in_flight)
+                continue;
+            if (e->due_ms <= now) {
+                if (pick == NULL || e->due_ms < pick->due_ms)
+                    pick = e;
+            } else if (e->due_ms < next) {
+                next = e->due_ms;
+            }
+        }
+        if (pick != NULL) {
+            run_one(pick); /* unlocks for the fetch, returns locked */
+            continue;
+        }
+        struct timespec ts = {.tv_sec = next / 1000, .tv_nsec = (long)(next % 1000) * 1000000};
+        int rc = pthread_cond_timedwait(&cv, &mu, &ts);
+        if (rc != 0 && rc != ETIMEDOUT && rc != EINTR)
+            break;
+    }
+    pthread_mutex_unlock(&mu);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ lifecycle */
+
+static void stop_threads(void)
+{
+    pthread_mutex_lock(&mu);
+    stopping = true;
+    atomic_store(&aborting, true);
+    if (cv_ok)
+        pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+    for (size_t i = 0; i < nthreads; i++)
+        pthread_join(threads[i], NULL);
+    nthreads = 0;
+    pthread_mutex_lock(&mu);
+    running = false;
+    pthread_mutex_unlock(&mu);
+}
+
+enum broker_err issuers_start(void)
+{
+    pthread_once(&cv_once, cv_init);
+    if (!cv_ok)
+        return BROKER_ERR_INTERNAL;
+    pthread_mutex_lock(&mu);
+    bool already = running;
+    pthread_mutex_unlock(&mu);
+    if (already)
+        return BROKER_OK;
+    if (!curl_inited) {
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+            return BROKER_ERR_INTERNAL;
+        curl_inited = true;
+    }
+    pthread_mutex_lock(&mu);
+    stopping = false;
+    atomic_store(&aborting, false);
+    running = true;
+    pthread_mutex_unlock(&mu);
+    for (size_t i = 0; i < ISSUERS_THREADS; i++) {
+        if (pthread_create(&threads[i], NULL, worker_main, NULL) != 0) {
+            stop_threads();
+            return BROKER_ERR_INTERNAL;
+        }
+        nthreads = i + 1;
+    }
+    return BROKER_OK;
+}
+
+void issuers_stop(void)
+{
+    stop_threads();
+    struct waiter *w = NULL;
+    struct issuer_entry *drop = NULL;
+    pthread_mutex_lock(&mu);
+    waiters_move(&w, &orphans);
+    for (size_t i = 0; i < nentries; i++) {
+        waiters_move(&w, &entries[i]->waiters);
+        entries[i]->next = drop;
+        drop = entries[i];
+    }
+    /* fetchers have exited, so nothing is in flight: dead entries are ours too */
+    while (dead != NULL) {
+        struct issuer_entry *e = dead;
+        dead = e->next;
+        waiters_move(&w, &e->waiters);
+        e->next = drop;
+        drop = e;
+    }
+    free(entries);
+    entries = NULL;
+    nentries = 0;
+    pthread_mutex_unlock(&mu);
+    waiters_deliver(w, false);
+    entries_free_list(drop);
+    if (curl_inited) {
+        curl_global_cleanup();
+        curl_inited = false;
+    }
+}
+
+/* ------------------------------------------------------------------ queries */
+
+struct issuer_keys *issuers_keys_get(const char *url)
+{
+    struct issuer_keys *k = NULL;
+    pthread_mutex_lock(&mu);
+    struct issuer_entry *e = find_locked(url);
+    if (e != NULL && e->keys != NULL) {
+        k = e->keys;
+        atomic_fetch_add_explicit(&k->refs, 1, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&mu);
+    return k;
+}
+
+bool issuers_refetch(const char *url, void (*cb)(void *arg, bool changed), void *arg)
+{
+    if (url == NULL || cb == NULL)
+        return false;
+    struct waiter *w = malloc(sizeof(*w)); /* outside the lock: the critical section never allocates */
+    if (w == NULL)
+        return false;
+    w->cb = cb;
+    w->arg = arg;
+    w->next = NULL;
+    bool queued = false;
+    pthread_mutex_lock(&mu);
+    struct issuer_entry *e = running && !stopping ? find_locked(url) : NULL;
+    if (e != NULL && !e->is_static) {
+        int64_t now = now_ms();
+        bool pending = e->in_flight || e->waiters != NULL; /* join it: single flight */
+        if (pending || !e->refetched || now - e->last_refetch_ms >= (int64_t)BROKER_JWKS_REFETCH_COOLDOWN_S * 1000) {
+            if (!pending) {
+                e->refetched = true;
+                e->last_refetch_ms = now;
+                e->due_ms = now;
+                pthread_cond_signal(&cv);
+            }
+            w->next = e->waiters;
+            e->waiters = w;
+            queued = true;
+        }
+    }
+    pthread_mutex_unlock(&mu);
+    if (!queued)
+        free(w);
+    return queued;
+}
+
+bool issuers_ready(void)
+{
+    bool ok = true;
+    pthread_mutex_lock(&mu);
+    for (size_t i = 0; i < nentries && ok; i++)
+        ok = entries[i]->keys != NULL;
+    pthread_mutex_unlock(&mu);
+    return ok;
+}
+
+bool issuers_status(const char *url, struct issuer_status *out)
+{
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&mu);
+    const struct issuer_entry *e = find_locked(url);
+    if (e != NULL) {
+        out->is_static = e->is_static;
+        out->has_keys = e->keys != NULL;
+        out->fetching = e->in_flight || e->waiters != NULL;
+        out->nkeys = e->keys != NULL ? e->keys->jwks->n : 0;
+        out->fetched_at = e->keys != NULL ? e->keys->fetched_at : 0;
+        out->fetch_ok = e->counts[FR_OK];
+        for (size_t r = FR_OK + 1; r < FR__COUNT; r++)
+            out->fetch_failed += e->counts[r];
+        out->last_result = e->last_result >= 0 ? fr_names[e->last_result] : NULL;
+    }
+    pthread_mutex_unlock(&mu);
+    return e != NULL;
+}
+
+/* ------------------------------------------------------------------ metrics */
+
+struct mbuf {
+    char *out;
+    size_t cap, len;
+    bool full;
+};
+
+/* Appends one whole line or nothing (a scrape never sees half a sample). */
+__attribute__((format(printf, 2, 3))) static void mb_line(struct mbuf *m, const char *fmt, ...)
+{
+    if (m->full || m->cap == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(m->out + m->len, m->cap - m->len, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= m->cap - m->len) {
+        m->full = true;
+        m->out[m->len] = '\0';
+        return;
+    }
+    m->len += (size_t)n;
+}
+
+/* Prometheus label value escaping: backslash, double quote, newline. */
+static const char *label_escape(const char *s, char *buf, size_t cap)
+{
+    size_t o = 0;
+    for (; *s != '\0' && o + 3 < cap; s++) {
+        if (*s == '\\' || *s == '"') {
+            buf[o++] = '\\';
+            buf[o++] = *s;
+        } else if (*s == '\n') {
+            buf[o++] = '\\';
+            buf[o++] = 'n';
+        } else {
+            buf[o++] = *s;
+        }
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+size_t issuers_metrics(char *out, size_t cap)
+{
+    struct mbuf m = {.out = out, .cap = cap};
+    char esc[2 * BROKER_MAX_NAME_LEN + 4];
+    if (cap > 0)
+        out[0] = '\0';
+    int64_t wall = wall_s();
+    pthread_mutex_lock(&mu);
+    mb_line(&m, "# HELP broker_jwks_fetch_total Issuer key fetches (discovery and JWKS) by result.\n"
+                "# TYPE broker_jwks_fetch_total counter\n");
+    for (size_t i = 0; i < nentries; i++) {
+        const struct issuer_entry *e = entries[i];
+        if (e->is_static)
+            continue;
+        label_escape(e->name, esc, sizeof(esc));
+        for (size_t r = 0; r < FR__COUNT; r++)
+            mb_line(&m, "broker_jwks_fetch_total{issuer=\"%s\",result=\"%s\"} %llu\n", esc, fr_names[r],
+                    (unsigned long long)e->counts[r]);
+    }
+    mb_line(&m, "# HELP broker_jwks_keys Keys in the issuer's current key set (0: none yet).\n"
+                "# TYPE broker_jwks_keys gauge\n");
+    for (size_t i = 0; i < nentries; i++) {
+        const struct issuer_entry *e = entries[i];
+        mb_line(&m, "broker_jwks_keys{issuer=\"%s\"} %zu\n", label_escape(e->name, esc, sizeof(esc)),
+                e->keys != NULL ? e->keys->jwks->n : 0);
+    }
+    mb_line(&m, "# HELP broker_jwks_age_seconds Seconds since the issuer's key set was fetched or loaded.\n"
+                "# TYPE broker_jwks_age_seconds gauge\n");
+    for (size_t i = 0; i < nentries; i++) {
+        const struct issuer_entry *e = entries[i];
+        if (e->keys == NULL)
+            continue;
+        int64_t age = wall - e->keys->fetched_at;
+        mb_line(&m, "broker_jwks_age_seconds{issuer=\"%s\"} %lld\n", label_escape(e->name, esc, sizeof(esc)),
+                (long long)(age > 0 ? age : 0));
+    }
+    pthread_mutex_unlock(&mu);
+    return m.len;
+}
