@@ -7,22 +7,34 @@
 #include "err.h"
 #include "keys.h"
 
+/* Longest claims JSON mint_token builds (a stack buffer on the hot path). */
+#define MINT_CLAIMS_MAX BROKER_MAX_MINTED_LEN
+/* jti: 16 random bytes, base64url. */
+#define MINT_JTI_LEN 22
+
 struct mint_input {
     const char *issuer;       /* BROKER_ISSUER */
     const char *identity;     /* sub and client_id */
     const char *audience;
     const char *scope;        /* space-delimited */
     int64_t now;              /* iat and nbf */
-    int64_t ttl_s;
+    int64_t ttl_s;            /* 1 .. BROKER_MAX_TTL_S */
     const char *src_iss, *src_sub, *src_policy;
-    const json_t *ext;        /* object of mapped claims, or NULL */
+    const json_t *ext;        /* object of mapped claims, or NULL (omitted when NULL or empty) */
 };
 
-/* Writes a compact JWS (NUL-terminated) into out; jti_out receives the 22+ character jti. */
+/* Writes a compact JWS (NUL-terminated) into out; jti_out receives the 22-character jti.
+ * Header {"alg":"ES256","typ":"at+jwt","kid"}; claims iss, sub, client_id, aud, scope, iat,
+ * nbf, exp, jti, src{iss,sub,policy}, ext. Every string must be valid UTF-8.
+ * BROKER_ERR_INTERNAL when the token does not fit cap (or the claims MINT_CLAIMS_MAX), a
+ * string is NULL or not UTF-8, ext is not an object, or ttl/now are out of range: all are
+ * caller or policy bugs, never the client's. On error out and jti_out are empty strings. */
 enum broker_err mint_token(const struct signing_key *key, const struct mint_input *in, char *out, size_t cap,
                            size_t *out_len, char jti_out[48]) BROKER_WUR;
 
-/* JSON string escaping into a bounded buffer; returns bytes written or 0 when it does not fit. */
+/* Writes s as a complete JSON string literal, WITH the surrounding quotes, into out (no NUL):
+ * '"' and '\\' backslash-escaped, control characters as \u00XX, UTF-8 passed through.
+ * Returns bytes written (>= 2), or 0 when it does not fit or s is not valid UTF-8. */
 size_t mint_json_escape(const char *s, char *out, size_t cap);
 
 #endif

@@ -1,0 +1,217 @@
+/* Minted access tokens: JSON written by hand into bounded buffers (jansson objects would cost
+ * several µs per token on the hot path), base64url, ES256. Only ext, which is arbitrary JSON
+ * copied from the subject token, goes through jansson's serializer. */
+#include "mint.h"
+
+#include <stdbool.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "b64.h"
+#include "limits.h"
+
+/* Length of a valid UTF-8 sequence starting at p (RFC 3629: no overlongs, no surrogates,
+ * nothing above U+10FFFF), or 0. */
+static size_t mint_utf8_len(const unsigned char *p)
+{
+    unsigned char c = p[0];
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        return (p[1] & 0xC0) == 0x80 ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+        unsigned char lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+        return p[1] >= lo && p[1] <= hi && (p[2] & 0xC0) == 0x80 ? 3 : 0;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        unsigned char lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+        return p[1] >= lo && p[1] <= hi && (p[2] & 0xC0) == 0x80 && (p[3] & 0xC0) == 0x80 ? 4 : 0;
+    }
+    return 0;
+}
+
+size_t mint_json_escape(const char *s, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)s;
+    size_t o = 0;
+
+    if (!s || cap < 2)
+        return 0;
+    out[o++] = '"';
+    while (*p) {
+        unsigned char c = *p;
+        if (c == '"' || c == '\\') {
+            if (cap - o < 2)
+                return 0;
+            out[o++] = '\\';
+            out[o++] = (char)c;
+            p++;
+        } else if (c < 0x20) {
+            if (cap - o < 6)
+                return 0;
+            memcpy(out + o, "\\u00", 4);
+            out[o + 4] = hex[c >> 4];
+            out[o + 5] = hex[c & 15];
+            o += 6;
+            p++;
+        } else {
+            /* A NUL inside a multi-byte sequence fails the continuation-byte test, so the
+             * look-ahead never passes the terminator. */
+            size_t n = mint_utf8_len(p);
+            if (n == 0 || cap - o < n)
+                return 0;
+            memcpy(out + o, p, n);
+            o += n;
+            p += n;
+        }
+    }
+    if (cap - o < 1)
+        return 0;
+    out[o++] = '"';
+    return o;
+}
+
+/* A bounded append-only buffer; once anything fails to fit, every later append is a no-op. */
+struct mint_buf {
+    char *p;
+    size_t len, cap;
+    bool failed;
+};
+
+static void mint_raw(struct mint_buf *b, const char *s, size_t n)
+{
+    if (b->failed || b->cap - b->len < n) {
+        b->failed = true;
+        return;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+#define MINT_LIT(b, lit) mint_raw((b), (lit), sizeof(lit) - 1)
+
+static void mint_str(struct mint_buf *b, const char *s)
+{
+    size_t n;
+    if (b->failed)
+        return;
+    n = mint_json_escape(s, b->p + b->len, b->cap - b->len);
+    if (n == 0)
+        b->failed = true;
+    b->len += n;
+}
+
+static void mint_int(struct mint_buf *b, int64_t v)
+{
+    char tmp[24];
+    size_t i = sizeof(tmp);
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[--i] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        tmp[--i] = '-';
+    mint_raw(b, tmp + i, sizeof(tmp) - i);
+}
+
+/* ext is untrusted-in-content but already parsed JSON; jansson serializes it into the buffer. */
+static void mint_ext(struct mint_buf *b, const json_t *ext)
+{
+    size_t n;
+    if (b->failed)
+        return;
+    n = json_dumpb(ext, b->p + b->len, b->cap - b->len, JSON_COMPACT);
+    if (n == 0 || n > b->cap - b->len) {
+        b->failed = true;
+        return;
+    }
+    b->len += n;
+}
+
+enum broker_err mint_token(const struct signing_key *key, const struct mint_input *in, char *out, size_t cap,
+                           size_t *out_len, char jti_out[48])
+{
+    char claims[MINT_CLAIMS_MAX], header[32 + 6 * KEYS_KID_MAX];
+    struct mint_buf cb = {claims, 0, sizeof(claims), false};
+    struct mint_buf hb = {header, 0, sizeof(header), false};
+    uint8_t rnd[16], sig[64];
+    char jti[MINT_JTI_LEN + 1];
+    int64_t exp;
+    size_t need, o;
+    enum broker_err rc = BROKER_ERR_INTERNAL;
+
+    if (cap > 0)
+        out[0] = 0;
+    jti_out[0] = 0;
+    *out_len = 0;
+    if (!key || !in || in->now < 0 || in->ttl_s <= 0 || in->ttl_s > BROKER_MAX_TTL_S ||
+        __builtin_add_overflow(in->now, in->ttl_s, &exp))
+        goto out;
+    if (in->ext && !json_is_object(in->ext))
+        goto out;
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+        goto out;
+    jti[b64url_encode(rnd, sizeof(rnd), jti)] = 0;
+
+    MINT_LIT(&hb, "{\"alg\":\"ES256\",\"typ\":\"at+jwt\",\"kid\":");
+    mint_str(&hb, key->kid);
+    MINT_LIT(&hb, "}");
+
+    MINT_LIT(&cb, "{\"iss\":");
+    mint_str(&cb, in->issuer);
+    MINT_LIT(&cb, ",\"sub\":");
+    mint_str(&cb, in->identity);
+    MINT_LIT(&cb, ",\"client_id\":");
+    mint_str(&cb, in->identity);
+    MINT_LIT(&cb, ",\"aud\":");
+    mint_str(&cb, in->audience);
+    MINT_LIT(&cb, ",\"scope\":");
+    mint_str(&cb, in->scope);
+    MINT_LIT(&cb, ",\"iat\":");
+    mint_int(&cb, in->now);
+    MINT_LIT(&cb, ",\"nbf\":");
+    mint_int(&cb, in->now);
+    MINT_LIT(&cb, ",\"exp\":");
+    mint_int(&cb, exp);
+    MINT_LIT(&cb, ",\"jti\":");
+    mint_str(&cb, jti);
+    MINT_LIT(&cb, ",\"src\":{\"iss\":");
+    mint_str(&cb, in->src_iss);
+    MINT_LIT(&cb, ",\"sub\":");
+    mint_str(&cb, in->src_sub);
+    MINT_LIT(&cb, ",\"policy\":");
+    mint_str(&cb, in->src_policy);
+    MINT_LIT(&cb, "}");
+    if (in->ext && json_object_size(in->ext) > 0) {
+        MINT_LIT(&cb, ",\"ext\":");
+        mint_ext(&cb, in->ext);
+    }
+    MINT_LIT(&cb, "}");
+    if (hb.failed || cb.failed)
+        goto out;
+
+    /* header.claims.sig + NUL */
+    need = B64URL_ENCODED_LEN(hb.len) + 1 + B64URL_ENCODED_LEN(cb.len) + 1 + B64URL_ENCODED_LEN(sizeof(sig)) + 1;
+    if (need > cap)
+        goto out;
+    o = b64url_encode((const uint8_t *)header, hb.len, out);
+    out[o++] = '.';
+    o += b64url_encode((const uint8_t *)claims, cb.len, out + o);
+    rc = keys_sign(key, (const uint8_t *)out, o, sig);
+    if (rc != BROKER_OK)
+        goto out;
+    out[o++] = '.';
+    o += b64url_encode(sig, sizeof(sig), out + o);
+    out[o] = 0;
+    *out_len = o;
+    memcpy(jti_out, jti, sizeof(jti));
+    rc = BROKER_OK;
+out:
+    if (rc != BROKER_OK && cap > 0)
+        out[0] = 0;
+    return rc;
+}
