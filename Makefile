@@ -4,7 +4,7 @@ BUILD   ?= build
 PKGS    := libh2o-evloop openssl libcurl jansson libpq
 DEB_PKGS := build-essential pkg-config libh2o-evloop-dev libssl-dev libcurl4-openssl-dev libjansson-dev \
             libpq-dev libjwt-dev libcmocka-dev postgresql-15 postgresql-client-15 curl nghttp2-client \
-            python3 python3-cryptography clang libclang-rt-14-dev openssl procps iproute2 valgrind
+            python3 python3-cryptography jq clang libclang-rt-14-dev openssl procps iproute2 valgrind
 
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wvla
 HARDEN  := -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fPIE -fno-strict-overflow
