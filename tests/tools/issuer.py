@@ -281,7 +281,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.send_json(int(ov["status"]), {"error": "override"})
         base = self.iss.base + ("/t/" + tenant if tenant else "")
         if ov.get("redirect"):
-            return self.send_json(302, {}, {"Location": base + "/t/redirected" + rest})
+            return self.send_json(302, {}, {"Location": self.iss.base + "/t/redirected" + rest})
         if kind == "discovery":
             doc = {"issuer": ov.get("issuer", base),
                    "jwks_uri": ov.get("jwks_uri", base + "/jwks"),

@@ -1,0 +1,632 @@
+/* Integration tests of broker/issuers.c against the local HTTPS issuer (tests/tools/issuer.py),
+ * run by test_issuers.sh with ISSUER_DIR, ISSUER_PORT and OTHER_CA (a CA the issuer does not use)
+ * in the environment. Each test syncs the complete issuer set it needs (a sync replaces the
+ * previous one) and uses its own issuer path (https://127.0.0.1:P/t/NAME), so per-path request
+ * counts from /_control/stats belong to one test. */
+#include <pthread.h>
+#include <time.h>
+#include <unistd.h>
+#include <curl/curl.h>
+#include <jansson.h>
+#include "test_util.h"
+#include "issuers.h"
+#include "jwks.h"
+#include "policy.h"
+
+#define K8S_KID "pJcxkJ4q0O1tOt0Z37VB6-x6Mw8xFZSxM9roPtMQq0A"
+
+static char g_dir[512], g_base[128], g_other_ca[512], g_ca[600];
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- talking to the issuer's control endpoints ---- */
+
+struct resp {
+    char buf[65536];
+    size_t len;
+};
+
+static size_t on_resp(char *p, size_t size, size_t n, void *ud)
+{
+    struct resp *r = ud;
+    size_t k = size * n;
+    if (k > sizeof(r->buf) - 1 - r->len)
+        return 0;
+    memcpy(r->buf + r->len, p, k);
+    r->len += k;
+    r->buf[r->len] = 0;
+    return k;
+}
+
+/* POST (post != 0) or GET base + path; returns the parsed JSON body (asserting 200). */
+static json_t *issuer_call(const char *path, int post)
+{
+    char url[512];
+    static struct resp r;
+    r.len = 0;
+    r.buf[0] = 0;
+    snprintf(url, sizeof(url), "%s%s", g_base, path);
+    CURL *h = curl_easy_init();
+    assert_non_null(h);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CAINFO, g_ca);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_resp);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 5000L);
+    if (post) {
+        curl_easy_setopt(h, CURLOPT_POST, 1L);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
+    }
+    assert_int_equal(curl_easy_perform(h), CURLE_OK);
+    long status = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(h);
+    assert_int_equal(status, 200);
+    json_t *j = json_loads(r.buf, 0, NULL);
+    assert_non_null(j);
+    return j;
+}
+
+static void ctl(const char *path)
+{
+    json_decref(issuer_call(path, 1));
+}
+
+/* Requests the issuer has received for this exact path. */
+static long served(const char *path)
+{
+    json_t *s = issuer_call("/_control/stats", 0);
+    long n = (long)json_integer_value(json_object_get(json_object_get(s, "paths"), path));
+    json_decref(s);
+    return n;
+}
+
+/* ---- building policy sets ---- */
+
+static enum broker_err sync_docs(json_t *issuers, char *err, size_t errlen)
+{
+    json_t *ids = json_array();
+    struct policy_set *set = NULL;
+    char perr[512];
+    enum broker_err e = policy_set_build(issuers, ids, &set, perr, sizeof(perr));
+    if (e != BROKER_OK)
+        fail_msg("policy_set_build: %s", perr);
+    e = issuers_sync(set, err, errlen);
+    policy_set_unref(set); /* issuers keep their own copies */
+    json_decref(ids);
+    json_decref(issuers);
+    return e;
+}
+
+static void sync_ok(json_t *issuers)
+{
+    char err[512];
+    enum broker_err e = sync_docs(issuers, err, sizeof(err));
+    if (e != BROKER_OK)
+        fail_msg("issuers_sync: %s (%s)", broker_strerror(e), err);
+}
+
+/* {"issuer": name, "url": base/t/tenant, "ca_file": ca} */
+static json_t *fetched_doc(const char *name, const char *tenant, const char *ca)
+{
+    char url[256];
+    snprintf(url, sizeof(url), "%s/t/%s", g_base, tenant);
+    json_t *d = json_pack("{s:s, s:s}", "issuer", name, "url", url);
+    if (ca != NULL)
+        json_object_set_new(d, "ca_file", json_string(ca));
+    return d;
+}
+
+static const char *url_of(const char *tenant)
+{
+    static char url[4][256];
+    static int slot;
+    slot = (slot + 1) % 4;
+    snprintf(url[slot], sizeof(url[slot]), "%s/t/%s", g_base, tenant);
+    return url[slot];
+}
+
+static bool has_kid(const char *url, const char *kid)
+{
+    struct issuer_keys *k = issuers_keys_get(url);
+    bool found = k != NULL && jwks_find(issuer_keys_jwks(k), kid, JWT_ALG_RS256) != NULL;
+    issuer_keys_unref(k);
+    return found;
+}
+
+static bool has_keys(const char *url)
+{
+    struct issuer_keys *k = issuers_keys_get(url);
+    issuer_keys_unref(k);
+    return k != NULL;
+}
+
+static void wait_keys(const char *url)
+{
+    for (int64_t end = mono_ms() + 8000; mono_ms() < end; usleep(10000))
+        if (has_keys(url))
+            return;
+    fail_msg("no keys for %s", url);
+}
+
+static struct issuer_status wait_failures(const char *url, uint64_t n, int64_t ms)
+{
+    struct issuer_status st;
+    for (int64_t end = mono_ms() + ms; mono_ms() < end; usleep(10000)) {
+        assert_true(issuers_status(url, &st));
+        if (st.fetch_failed >= n)
+            return st;
+    }
+    fail_msg("%s: fewer than %llu failed fetches", url, (unsigned long long)n);
+    return st;
+}
+
+/* ---- refetch callbacks ---- */
+
+struct cbstate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int calls, changed;
+    pthread_t thread;
+    bool same_thread; /* every call came from one thread (a fetcher) */
+};
+
+static void cb_init(struct cbstate *s)
+{
+    memset(s, 0, sizeof(*s));
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    s->same_thread = true;
+}
+
+static void on_refetched(void *arg, bool changed)
+{
+    struct cbstate *s = arg;
+    pthread_mutex_lock(&s->mu);
+    if (s->calls == 0)
+        s->thread = pthread_self();
+    else if (!pthread_equal(s->thread, pthread_self()))
+        s->same_thread = false;
+    s->calls++;
+    s->changed += changed;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void cb_wait(struct cbstate *s, int calls, int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&s->mu);
+    while (s->calls < calls && pthread_cond_timedwait(&s->cv, &s->mu, &ts) == 0)
+        ;
+    int got = s->calls;
+    pthread_mutex_unlock(&s->mu);
+    assert_int_equal(got, calls);
+    assert_false(pthread_equal(s->thread, pthread_self())); /* never on the caller's thread */
+}
+
+static void cb_destroy(struct cbstate *s)
+{
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+}
+
+/* ---- tests ---- */
+
+static void test_static_sets_load_synchronously(void **state)
+{
+    (void)state;
+    char json_path[1024], pem_path[1024];
+    snprintf(json_path, sizeof(json_path), "%s/kubernetes/minikube_v1.18.10_sa.jwks.derived.json", test_fixtures_dir());
+    snprintf(pem_path, sizeof(pem_path), "%s/kubernetes/minikube_v1.18.10_sa.pub.pem", test_fixtures_dir());
+    char *jwks_text = test_read_file("kubernetes/minikube_v1.18.10_sa.jwks.derived.json", 1, NULL);
+    assert_non_null(jwks_text);
+    json_t *inline_jwks = json_loads(jwks_text, 0, NULL);
+    free(jwks_text);
+    assert_non_null(inline_jwks);
+
+    json_t *docs = json_pack("[{s:s, s:s, s:s}, {s:s, s:s, s:s}, {s:s, s:s, s:o}]",
+                             "issuer", "k8s-json", "url", "https://kubernetes.default.svc.cluster.local",
+                             "jwks_file", json_path,
+                             "issuer", "k8s-pem", "url", "kubernetes/serviceaccount", "jwks_file", pem_path,
+                             "issuer", "k8s-inline", "url", "https://inline.example", "jwks", inline_jwks);
+    assert_non_null(docs);
+    sync_ok(docs);
+    /* no waiting: static sets are usable when issuers_sync returns */
+    assert_true(has_kid("https://kubernetes.default.svc.cluster.local", K8S_KID));
+    assert_true(has_kid("kubernetes/serviceaccount", K8S_KID)); /* kid derived from the PEM as kube-apiserver does */
+    assert_true(has_kid("https://inline.example", K8S_KID));
+    assert_false(has_kid("https://inline.example", "k1"));
+    assert_true(issuers_ready());
+    assert_false(has_keys("https://unregistered.example"));
+
+    struct issuer_status st;
+    assert_true(issuers_status("kubernetes/serviceaccount", &st));
+    assert_true(st.is_static);
+    assert_int_equal(st.nkeys, 1);
+    assert_true(st.fetched_at > 0);
+    assert_false(issuers_status("https://unregistered.example", &st));
+
+    /* static issuers never refetch; unknown issuers neither */
+    struct cbstate cb;
+    cb_init(&cb);
+    assert_false(issuers_refetch("kubernetes/serviceaccount", on_refetched, &cb));
+    assert_false(issuers_refetch("https://unregistered.example", on_refetched, &cb));
+    usleep(50000);
+    assert_int_equal(cb.calls, 0);
+    cb_destroy(&cb);
+
+    char m[8192];
+    size_t n = issuers_metrics(m, sizeof(m));
+    assert_int_equal(n, strlen(m));
+    assert_non_null(strstr(m, "broker_jwks_keys{issuer=\"k8s-pem\"} 1\n"));
+    assert_non_null(strstr(m, "broker_jwks_age_seconds{issuer=\"k8s-json\"} "));
+    assert_null(strstr(m, "broker_jwks_fetch_total{issuer=\"k8s-pem\"")); /* nothing is fetched */
+    /* a small buffer gets whole lines only */
+    char small[100];
+    n = issuers_metrics(small, sizeof(small));
+    assert_int_equal(n, strlen(small));
+    assert_true(n == 0 || small[n - 1] == '\n');
+}
+
+static void test_static_failure_changes_nothing(void **state)
+{
+    (void)state;
+    char pem_path[1024], err[512];
+    snprintf(pem_path, sizeof(pem_path), "%s/kubernetes/minikube_v1.18.10_sa.pub.pem", test_fixtures_dir());
+    sync_ok(json_pack("[{s:s, s:s, s:s}]", "issuer", "k8s", "url", "kubernetes/serviceaccount", "jwks_file", pem_path));
+    assert_true(has_kid("kubernetes/serviceaccount", K8S_KID));
+
+    /* a missing file */
+    enum broker_err e = sync_docs(json_pack("[{s:s, s:s, s:s}, {s:s, s:s, s:s}]", "issuer", "k8s2", "url", "k8s-2",
+                                            "jwks_file", pem_path, "issuer", "gone", "url", "k8s-gone", "jwks_file",
+                                            "/nonexistent/sa.pub"),
+                                  err, sizeof(err));
+    assert_int_not_equal(e, BROKER_OK);
+    assert_non_null(strstr(err, "gone"));
+    /* a set with only a symmetric key (never acceptable for an issuer) */
+    e = sync_docs(json_pack("[{s:s, s:s, s:{s:[{s:s, s:s, s:s}]}}]", "issuer", "hmac", "url", "hmac-issuer", "jwks",
+                            "keys", "kty", "oct", "kid", "h", "k", "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"),
+                  err, sizeof(err));
+    assert_int_not_equal(e, BROKER_OK);
+    assert_non_null(strstr(err, "hmac"));
+    /* nothing changed: the old issuer keeps its keys, the new ones do not exist */
+    assert_true(has_kid("kubernetes/serviceaccount", K8S_KID));
+    assert_false(has_keys("k8s-2"));
+    assert_false(has_keys("hmac-issuer"));
+
+    /* removing the issuer drops its keys */
+    sync_ok(json_array());
+    assert_false(has_keys("kubernetes/serviceaccount"));
+    assert_true(issuers_ready()); /* nothing registered, nothing missing */
+}
+
+static void test_fetch_via_discovery_over_verified_tls(void **state)
+{
+    (void)state;
+    const char *url = url_of("main");
+    ctl("/_control/delay?ms=300");
+    sync_ok(json_pack("[o]", fetched_doc("main", "main", g_ca)));
+    assert_false(issuers_ready()); /* the fetch takes >= 600 ms: not ready yet */
+    wait_keys(url);
+    ctl("/_control/delay?ms=0");
+    assert_true(issuers_ready());
+    struct issuer_status st;
+    assert_true(issuers_status(url, &st));
+    assert_false(st.is_static);
+    assert_int_equal(st.fetch_ok, 1);
+    assert_int_equal(st.fetch_failed, 0);
+    assert_string_equal(st.last_result, "ok");
+    assert_true(st.nkeys >= 1);
+    assert_true(llabs((long long)(st.fetched_at - time(NULL))) < 30);
+    assert_int_equal(served("/t/main/.well-known/openid-configuration"), 1);
+    assert_int_equal(served("/t/main/jwks"), 1);
+
+    char m[8192];
+    issuers_metrics(m, sizeof(m));
+    assert_non_null(strstr(m, "broker_jwks_fetch_total{issuer=\"main\",result=\"ok\"} 1\n"));
+    assert_non_null(strstr(m, "broker_jwks_fetch_total{issuer=\"main\",result=\"tls\"} 0\n"));
+
+    /* a later sync that keeps the issuer unchanged keeps its keys and does not refetch */
+    sync_ok(json_pack("[o]", fetched_doc("main", "main", g_ca)));
+    assert_true(has_keys(url));
+    usleep(200000);
+    assert_int_equal(served("/t/main/jwks"), 1);
+
+    /* a changed source (another ca_file) drops the keys until they are fetched from it */
+    char ca_copy[700];
+    snprintf(ca_copy, sizeof(ca_copy), "%s/ca-copy.pem", g_dir);
+    char cmd[1600];
+    snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", g_ca, ca_copy);
+    assert_int_equal(system(cmd), 0);
+    ctl("/_control/delay?ms=300");
+    sync_ok(json_pack("[o]", fetched_doc("main", "main", ca_copy)));
+    assert_false(has_keys(url));
+    wait_keys(url);
+    ctl("/_control/delay?ms=0");
+    assert_int_equal(served("/t/main/jwks"), 2);
+}
+
+static void test_wrong_ca_never_ready(void **state)
+{
+    (void)state;
+    const char *bad = url_of("badca"), *sys = url_of("sysca");
+    sync_ok(json_pack("[o, o]", fetched_doc("badca", "badca", g_other_ca), fetched_doc("sysca", "sysca", NULL)));
+    /* the first failure, then a retry after the 1 s back-off: still no keys */
+    struct issuer_status st = wait_failures(bad, 2, 6000);
+    assert_string_equal(st.last_result, "tls");
+    assert_false(st.has_keys);
+    st = wait_failures(sys, 1, 6000); /* the system store does not know the test CA */
+    assert_string_equal(st.last_result, "tls");
+    assert_false(has_keys(bad));
+    assert_false(has_keys(sys));
+    assert_false(issuers_ready());
+    assert_int_equal(served("/t/badca/.well-known/openid-configuration"), 0); /* refused at the handshake */
+}
+
+static void test_hostile_discovery_refused(void **state)
+{
+    (void)state;
+    char mm_url[256], direct_uri[256], http_uri[256], evil_ov[600];
+    /* registered as localhost, the document says 127.0.0.1: not the same issuer string */
+    snprintf(mm_url, sizeof(mm_url), "https://localhost:%s/t/mm", getenv("ISSUER_PORT"));
+    snprintf(direct_uri, sizeof(direct_uri), "%s/t/direct/jwks", g_base);
+    snprintf(http_uri, sizeof(http_uri), "http://127.0.0.1:%s/t/httpjwks/jwks", getenv("ISSUER_PORT"));
+    snprintf(evil_ov, sizeof(evil_ov), "/_control/override?tenant=httpjwks&jwks_uri=%s", http_uri);
+    ctl("/_control/override?tenant=evil&issuer=https://evil.example");
+    ctl(evil_ov);
+    ctl("/_control/override?tenant=big&jwks_pad=70000");
+    ctl("/_control/override?tenant=redir&redirect=1");
+    ctl("/_control/override?tenant=err&status=500");
+    json_t *docs = json_pack("[{s:s, s:s, s:s}, o, o, o, o, o, {s:s, s:s, s:s, s:s}]",
+                             "issuer", "mm", "url", mm_url, "ca_file", g_ca,
+                             fetched_doc("evil", "evil", g_ca), fetched_doc("httpjwks", "httpjwks", g_ca),
+                             fetched_doc("big", "big", g_ca), fetched_doc("redir", "redir", g_ca),
+                             fetched_doc("err", "err", g_ca),
+                             "issuer", "direct", "url", "https://direct.example", "jwks_uri", direct_uri,
+                             "ca_file", g_ca);
+    sync_ok(docs);
+    static const struct {
+        const char *tenant, *result;
+    } cases[] = {{"evil", "issuer_mismatch"}, {"httpjwks", "bad_discovery"}, {"big", "too_large"},
+                 {"redir", "http_status"},    {"err", "http_status"}};
+    struct issuer_status st = wait_failures(mm_url, 1, 6000);
+    assert_string_equal(st.last_result, "issuer_mismatch");
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        st = wait_failures(url_of(cases[i].tenant), 1, 6000);
+        assert_string_equal(st.last_result, cases[i].result);
+        assert_false(has_keys(url_of(cases[i].tenant)));
+    }
+    assert_false(has_keys(mm_url));
+    /* a refused discovery document is never followed to its JWKS */
+    assert_int_equal(served("/t/mm/jwks"), 0);
+    assert_int_equal(served("/t/evil/jwks"), 0);
+    assert_int_equal(served("/t/httpjwks/jwks"), 0);
+    assert_int_equal(served("/t/redirected/.well-known/openid-configuration"), 0); /* no redirect followed */
+    /* a configured jwks_uri skips discovery */
+    wait_keys("https://direct.example");
+    assert_int_equal(served("/t/direct/.well-known/openid-configuration"), 0);
+    assert_int_equal(served("/t/direct/jwks"), 1);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char clear[128];
+        snprintf(clear, sizeof(clear), "/_control/override?tenant=%s", cases[i].tenant);
+        ctl(clear);
+    }
+}
+
+static void test_rotation_refetch_then_cooldown(void **state)
+{
+    (void)state;
+    const char *url = url_of("rot");
+    sync_ok(json_pack("[o]", fetched_doc("rot", "rot", g_ca)));
+    wait_keys(url);
+    json_t *st = issuer_call("/_control/rotate", 1);
+    char kid[64];
+    snprintf(kid, sizeof(kid), "%s", json_string_value(json_object_get(st, "active")));
+    json_decref(st);
+    assert_false(has_kid(url, kid)); /* tokens signed with the new key: unknown kid */
+    long before = served("/t/rot/jwks");
+
+    struct cbstate cb;
+    cb_init(&cb);
+    assert_true(issuers_refetch(url, on_refetched, &cb));
+    cb_wait(&cb, 1, 8000);
+    assert_int_equal(cb.changed, 1);
+    assert_true(has_kid(url, kid));
+    assert_int_equal(served("/t/rot/jwks"), before + 1);
+
+    /* a second unknown kid right after: inside the cool-down, no fetch, no callback */
+    struct cbstate cb2;
+    cb_init(&cb2);
+    assert_false(issuers_refetch(url, on_refetched, &cb2));
+    usleep(100000);
+    assert_int_equal(cb2.calls, 0);
+    assert_int_equal(served("/t/rot/jwks"), before + 1);
+    cb_destroy(&cb);
+    cb_destroy(&cb2);
+}
+
+struct sf_arg {
+    pthread_barrier_t *barrier;
+    const char *url;
+    struct cbstate *cb;
+    bool queued;
+};
+
+static void *sf_thread(void *p)
+{
+    struct sf_arg *a = p;
+    pthread_barrier_wait(a->barrier);
+    a->queued = issuers_refetch(a->url, on_refetched, a->cb);
+    return NULL;
+}
+
+static void test_single_flight(void **state)
+{
+    (void)state;
+    enum { N = 50 };
+    const char *url = url_of("sf");
+    sync_ok(json_pack("[o]", fetched_doc("sf", "sf", g_ca)));
+    wait_keys(url);
+    long disc = served("/t/sf/.well-known/openid-configuration"), jw = served("/t/sf/jwks");
+    ctl("/_control/delay?ms=400"); /* the fetch outlasts the burst of callers */
+
+    pthread_barrier_t barrier;
+    pthread_barrier_init(&barrier, NULL, N);
+    struct cbstate cb;
+    cb_init(&cb);
+    pthread_t th[N];
+    struct sf_arg args[N];
+    for (int i = 0; i < N; i++) {
+        args[i] = (struct sf_arg){.barrier = &barrier, .url = url, .cb = &cb};
+        assert_int_equal(pthread_create(&th[i], NULL, sf_thread, &args[i]), 0);
+    }
+    for (int i = 0; i < N; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < N; i++)
+        assert_true(args[i].queued);
+    cb_wait(&cb, N, 10000);
+    ctl("/_control/delay?ms=0");
+    assert_int_equal(cb.changed, 0); /* same keys served again */
+    assert_true(cb.same_thread);
+    assert_int_equal(served("/t/sf/jwks"), jw + 1);
+    assert_int_equal(served("/t/sf/.well-known/openid-configuration"), disc + 1);
+    pthread_barrier_destroy(&barrier);
+    cb_destroy(&cb);
+}
+
+static void test_outage_keeps_last_good_set(void **state)
+{
+    (void)state;
+    const char *url = url_of("out");
+    sync_ok(json_pack("[o]", fetched_doc("out", "out", g_ca)));
+    wait_keys(url);
+    struct issuer_keys *before = issuers_keys_get(url);
+    assert_non_null(before);
+    ctl("/_control/outage?on=1");
+    struct cbstate cb;
+    cb_init(&cb);
+    assert_true(issuers_refetch(url, on_refetched, &cb));
+    cb_wait(&cb, 1, 8000);
+    ctl("/_control/outage?on=0");
+    assert_int_equal(cb.changed, 0);
+    struct issuer_keys *after = issuers_keys_get(url);
+    assert_ptr_equal(after, before); /* the same set keeps serving */
+    struct issuer_status st;
+    assert_true(issuers_status(url, &st));
+    assert_string_equal(st.last_result, "http_status");
+    assert_int_equal(st.fetch_failed, 1);
+    assert_true(issuers_ready());
+    issuer_keys_unref(before);
+    issuer_keys_unref(after);
+    cb_destroy(&cb);
+
+    /* back online: the back-off retry (1 s) picks the issuer up again by itself */
+    for (int64_t end = mono_ms() + 6000; mono_ms() < end; usleep(20000)) {
+        assert_true(issuers_status(url, &st));
+        if (st.fetch_ok >= 2)
+            break;
+    }
+    assert_int_equal(st.fetch_ok, 2);
+    assert_string_equal(st.last_result, "ok");
+}
+
+static void test_slow_issuer_times_out_within_bound(void **state)
+{
+    (void)state;
+    const char *url = url_of("slow");
+    sync_ok(json_pack("[o]", fetched_doc("slow", "slow", g_ca)));
+    wait_keys(url);
+    ctl("/_control/delay?ms=8000");
+    struct cbstate cb;
+    cb_init(&cb);
+    int64_t t0 = mono_ms();
+    assert_true(issuers_refetch(url, on_refetched, &cb));
+    cb_wait(&cb, 1, 12000);
+    int64_t took = mono_ms() - t0;
+    ctl("/_control/delay?ms=0");
+    assert_true(took >= BROKER_JWKS_FETCH_TIMEOUT_MS - 100);
+    assert_true(took < BROKER_JWKS_FETCH_TIMEOUT_MS + 1500);
+    assert_int_equal(cb.changed, 0);
+    assert_true(has_keys(url));
+    struct issuer_status st;
+    assert_true(issuers_status(url, &st));
+    assert_string_equal(st.last_result, "timeout");
+    cb_destroy(&cb);
+}
+
+static void test_stop_answers_pending_callbacks(void **state)
+{
+    (void)state;
+    const char *url = url_of("stop");
+    sync_ok(json_pack("[o]", fetched_doc("stop", "stop", g_ca)));
+    wait_keys(url);
+    ctl("/_control/delay?ms=3000");
+    struct cbstate cb;
+    cb_init(&cb);
+    assert_true(issuers_refetch(url, on_refetched, &cb));
+    usleep(100000);
+    int64_t t0 = mono_ms();
+    issuers_stop(); /* aborts the transfer instead of waiting out the delay */
+    assert_true(mono_ms() - t0 < 2000);
+    assert_int_equal(cb.calls, 1);
+    assert_int_equal(cb.changed, 0);
+    assert_false(has_keys(url));
+    assert_false(issuers_refetch(url, on_refetched, &cb));
+    ctl("/_control/delay?ms=0");
+    assert_int_equal(issuers_start(), BROKER_OK);
+    cb_destroy(&cb);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    const char *d = getenv("ISSUER_DIR"), *p = getenv("ISSUER_PORT"), *o = getenv("OTHER_CA");
+    if (d == NULL || p == NULL || o == NULL) {
+        fprintf(stderr, "run through tests/integration/test_issuers.sh (needs ISSUER_DIR, ISSUER_PORT, OTHER_CA)\n");
+        return -1;
+    }
+    snprintf(g_dir, sizeof(g_dir), "%s", d);
+    snprintf(g_base, sizeof(g_base), "https://127.0.0.1:%s", p);
+    snprintf(g_other_ca, sizeof(g_other_ca), "%s", o);
+    snprintf(g_ca, sizeof(g_ca), "%s/ca.pem", g_dir);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    return issuers_start() == BROKER_OK ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    issuers_stop();
+    curl_global_cleanup();
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_static_sets_load_synchronously),
+        cmocka_unit_test(test_static_failure_changes_nothing),
+        cmocka_unit_test(test_fetch_via_discovery_over_verified_tls),
+        cmocka_unit_test(test_wrong_ca_never_ready),
+        cmocka_unit_test(test_hostile_discovery_refused),
+        cmocka_unit_test(test_rotation_refetch_then_cooldown),
+        cmocka_unit_test(test_single_flight),
+        cmocka_unit_test(test_outage_keeps_last_good_set),
+        cmocka_unit_test(test_slow_issuer_times_out_within_bound),
+        cmocka_unit_test(test_stop_answers_pending_callbacks),
+    };
+    return cmocka_run_group_tests_name("issuers", tests, group_setup, group_teardown);
+}
