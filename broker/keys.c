@@ -558,6 +558,7 @@ enum broker_err keys_generate(const char *dir, int64_t now, int64_t delay_s, cha
     char *pem;
     long pem_len;
     int mlen;
+    bool pem_orphan = false; /* .pem written, .json not yet in place */
 
     kid_out[0] = 0;
     if (delay_s < 0 || now < 0 || __builtin_add_overflow(now, delay_s, &activate_at))
@@ -589,6 +590,7 @@ enum broker_err keys_generate(const char *dir, int64_t now, int64_t delay_s, cha
     OPENSSL_cleanse(pem, (size_t)pem_len);
     if (rc != BROKER_OK)
         goto out;
+    pem_orphan = true;
 
     mlen = snprintf(meta, sizeof(meta),
                     "{\"kid\":\"%s\",\"alg\":\"ES256\",\"created_at\":%" PRId64 ",\"activate_at\":%" PRId64 "}\n", kid,
@@ -610,6 +612,7 @@ enum broker_err keys_generate(const char *dir, int64_t now, int64_t delay_s, cha
             goto out;
         }
     }
+    pem_orphan = false;
     if (fsync(dfd) != 0) {
         rc = BROKER_ERR_IO;
         goto out;
@@ -617,6 +620,10 @@ enum broker_err keys_generate(const char *dir, int64_t now, int64_t delay_s, cha
     memcpy(kid_out, kid, strlen(kid) + 1);
     rc = BROKER_OK;
 out:
+    if (pem_orphan) {
+        snprintf(name, sizeof(name), "%s.pem", kid);
+        unlinkat(dfd, name, 0);
+    }
     BIO_free(bio);
     EVP_PKEY_free(pkey);
     keys_free(ring);
