@@ -73,7 +73,9 @@ _pg_fix_perms() {
   local dir=$1 p
   [ "$(id -u)" = 0 ] || return 0
   if ! id postgres >/dev/null 2>&1; then _pg_err "no 'postgres' user (is postgresql-15 installed?)"; return 1; fi
-  chown postgres:postgres "$dir" && chmod 0755 "$dir" || { _pg_err "cannot chown $dir to postgres"; return 1; }
+  if ! chown postgres:postgres "$dir" || ! chmod 0755 "$dir"; then
+    _pg_err "cannot chown $dir to postgres"; return 1
+  fi
   p=$(dirname "$dir")
   while [ "$p" != / ]; do
     if ! runuser -u postgres -- test -x "$p"; then
