@@ -7,7 +7,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d /tmp/broker-issuers.XXXXXX)
 cd "$ROOT"
-# shellcheck source=lib/env.sh
+# shellcheck source-path=SCRIPTDIR source=lib/env.sh
 . "$ROOT/tests/integration/lib/env.sh"
 
 cleanup() {
@@ -30,7 +30,7 @@ if [ -z "$bin" ]; then
   else
     flags="$flags -O2"
   fi
-  # shellcheck disable=SC2086
+  # shellcheck disable=SC2086,SC2046
   $cc $flags $srcs tests/integration/test_issuers.c -o "$bin" \
     $(pkg-config --cflags --libs libcurl openssl jansson) -lcmocka -lm
 fi

@@ -459,7 +459,10 @@ def cmd_mint(args):
     d = os.path.abspath(args.dir)
     st = read_state(d)
     kid = args.kid or st.get("active", "k1")
-    key = load_private(args.key) if args.key else load_private(key_path(d, kid))
+    try:
+        key = load_private(args.key) if args.key else load_private(key_path(d, kid))
+    except (OSError, ValueError) as e:
+        raise SystemExit("issuer.py mint: cannot load the signing key: %s" % e)
     now = int(args.now if args.now is not None else time.time())
     iss = args.iss or st.get("issuer") or "https://127.0.0.1"
     alg = "HS256" if args.sign_with_hmac_of_pubkey else args.alg
