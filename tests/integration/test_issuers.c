@@ -567,20 +567,42 @@ static void test_slow_issuer_times_out_within_bound(void **state)
     cb_destroy(&cb);
 }
 
+static void test_removed_while_fetching(void **state)
+{
+    (void)state;
+    const char *url = url_of("rm");
+    ctl("/_control/delay?ms=700");
+    sync_ok(json_pack("[o]", fetched_doc("rm", "rm", g_ca)));
+    usleep(200000); /* the first fetch is running */
+    struct cbstate cb;
+    cb_init(&cb);
+    assert_true(issuers_refetch(url, on_refetched, &cb)); /* joins it */
+    sync_ok(json_array());                                 /* the issuer goes away meanwhile */
+    assert_false(has_keys(url));
+    assert_false(issuers_refetch(url, on_refetched, &cb));
+    cb_wait(&cb, 1, 5000); /* still answered, exactly once, by a fetcher */
+    ctl("/_control/delay?ms=0");
+    assert_int_equal(cb.changed, 0);
+    assert_false(has_keys(url)); /* its result was discarded */
+    usleep(100000);
+    assert_int_equal(cb.calls, 1);
+    cb_destroy(&cb);
+}
+
 static void test_stop_answers_pending_callbacks(void **state)
 {
     (void)state;
     const char *url = url_of("stop");
     sync_ok(json_pack("[o]", fetched_doc("stop", "stop", g_ca)));
     wait_keys(url);
-    ctl("/_control/delay?ms=3000");
+    ctl("/_control/delay?ms=6000");
     struct cbstate cb;
     cb_init(&cb);
     assert_true(issuers_refetch(url, on_refetched, &cb));
     usleep(100000);
     int64_t t0 = mono_ms();
     issuers_stop(); /* aborts the transfer instead of waiting out the delay */
-    assert_true(mono_ms() - t0 < 2000);
+    assert_true(mono_ms() - t0 < 3000);
     assert_int_equal(cb.calls, 1);
     assert_int_equal(cb.changed, 0);
     assert_false(has_keys(url));
@@ -626,6 +648,7 @@ int main(void)
         cmocka_unit_test(test_single_flight),
         cmocka_unit_test(test_outage_keeps_last_good_set),
         cmocka_unit_test(test_slow_issuer_times_out_within_bound),
+        cmocka_unit_test(test_removed_while_fetching),
         cmocka_unit_test(test_stop_answers_pending_callbacks),
     };
     return cmocka_run_group_tests_name("issuers", tests, group_setup, group_teardown);
