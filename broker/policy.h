@@ -10,27 +10,26 @@
 #include <jansson.h>
 #include "err.h"
 #include "limits.h"
+#include "cidr.h"
 
 enum cond_op { COND_EQUALS = 1, COND_IN, COND_GLOB, COND_REGEX, COND_NOT };
 
+/* Scalars (strings, numbers, booleans) are held and compared as their canonical text: the string
+ * itself, integers in decimal, reals in the shortest form that round-trips, "true"/"false". */
 struct cond {
     enum cond_op op;
-    char *value;          /* equals, glob, regex (source text) */
-    char **list;          /* in */
+    char *value;          /* equals (canonical text), glob, regex (source text) */
+    size_t value_len;
+    char **list;          /* in (canonical text) */
+    size_t *list_len;
     size_t nlist;
-    regex_t re;           /* regex, compiled "^(?:src)$"-equivalent: POSIX ERE anchored */
+    regex_t re;           /* regex, compiled as "^(" src ")$": POSIX ERE anchored to the whole string */
     struct cond *inner;   /* not */
 };
 
 struct claim_cond {
     char *claim;          /* as written: "repository_id" or "/kubernetes.io/namespace" */
     struct cond cond;
-};
-
-struct cidr {
-    int family;           /* AF_INET or AF_INET6 */
-    uint8_t addr[16];
-    unsigned prefix;
 };
 
 struct claim_mapping {
@@ -139,5 +138,10 @@ const json_t *policy_claim_get(const json_t *claims, const char *name);
 
 /* Durations "90s", "15m", "1h" (also "1h30m"); bare integers are refused. */
 enum broker_err policy_parse_duration(const char *s, int64_t *out_s) BROKER_WUR;
+
+/* Canonical text of a scalar claim or condition value (see struct cond): strings point into v,
+ * numbers and booleans are written to buf. false for null, objects and arrays. */
+#define POLICY_SCALAR_BUF 32
+bool policy_scalar_text(const json_t *v, char buf[POLICY_SCALAR_BUF], const char **text, size_t *len);
 
 #endif
