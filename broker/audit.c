@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "limits.h"
+#include "log.h"
 
 #define AUDIT_BACKOFF_MIN_MS 100
 #define AUDIT_BACKOFF_MAX_MS 2000
@@ -64,19 +65,29 @@ static bool timespec_passed(const struct timespec *t)
     return now.tv_sec > t->tv_sec || (now.tv_sec == t->tv_sec && now.tv_nsec >= t->tv_nsec);
 }
 
+/* store_last_error as a logfmt value: double quotes would end it early. */
+static const char *audit_reason(const struct store *st, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s", st ? store_last_error(st) : "out of memory");
+    for (char *p = buf; *p; p++)
+        if (*p == '"' || *p == '\\')
+            *p = '\'';
+    return buf;
+}
+
 /* (Re)connect; on failure schedule the next try. Backoff resets only after a commit, so a
  * database that accepts connections but fails every write is not hammered either. */
 static void audit_connect(struct store **st, long *backoff_ms, struct timespec *next_try)
 {
+    char why[512];
     enum broker_err rc = *st ? store_reconnect(*st) : store_open(w.conninfo, st);
     if (rc == BROKER_OK) {
-        if (!atomic_load(&a_db_up))
-            fprintf(stderr, "audit: database connected\n");
+        log_msg(LOG_INFO, "audit_db_up", "%s", "");
         audit_set_down(false);
         return;
     }
-    if (atomic_load(&a_db_up) || *backoff_ms == 0)
-        fprintf(stderr, "audit: database unavailable: %s\n", store_last_error(*st));
+    if (*backoff_ms == 0)  /* once per outage, not per retry */
+        log_msg(LOG_WARN, "audit_db_down", "reason=\"%s\"", audit_reason(*st, why, sizeof(why)));
     audit_set_down(true);
     *backoff_ms = *backoff_ms ? *backoff_ms * 2 : AUDIT_BACKOFF_MIN_MS;
     if (*backoff_ms > AUDIT_BACKOFF_MAX_MS)
@@ -124,7 +135,9 @@ static void audit_write_batch(struct store **st, struct audit_job **jobs, size_t
         if (unwell) {
             /* Anything else means the database or the session is unwell: drop the session, refuse
              * new jobs at once, and let the backoff loop reconnect. */
-            fprintf(stderr, "audit: write failed: %s\n", store_last_error(*st));
+            char why[512];
+            log_msg(LOG_WARN, "audit_write_failed", "rows=%zu reason=\"%s\"", n - committed,
+                    audit_reason(*st, why, sizeof(why)));
             store_close(*st);
             *st = NULL;
             audit_set_down(true);

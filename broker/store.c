@@ -128,8 +128,9 @@ static PGresult *store_exec(struct store *st, const char *what, const char *sql,
 static enum broker_err store_cmd(struct store *st, const char *what, const char *sql, int n, const char *const *vals)
 {
     PGresult *res = store_exec(st, what, sql, n, vals, NULL, NULL, PGRES_COMMAND_OK);
+    bool ok = res != NULL;
     PQclear(res);
-    return res ? BROKER_OK : BROKER_ERR_DB;
+    return ok ? BROKER_OK : BROKER_ERR_DB;
 }
 
 /* Best effort: leave no transaction open; a session we cannot clean is marked broken. */
@@ -291,8 +292,9 @@ enum broker_err store_ping(struct store *st)
     if (store_ready(st) != BROKER_OK)
         return BROKER_ERR_DB;
     PGresult *res = store_exec(st, "ping", "SELECT 1", 0, NULL, NULL, NULL, PGRES_TUPLES_OK);
+    bool ok = res != NULL;
     PQclear(res);
-    return res ? BROKER_OK : BROKER_ERR_DB;
+    return ok ? BROKER_OK : BROKER_ERR_DB;
 }
 
 const char *store_last_error(const struct store *st)
@@ -792,9 +794,10 @@ static enum broker_err policy_bump(struct store *st)
         return BROKER_ERR_DB;
     const char *v[1] = {PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "0"};
     PGresult *n = store_exec(st, "notify", "SELECT pg_notify('broker_policy', $1)", 1, v, NULL, NULL, PGRES_TUPLES_OK);
+    bool ok = n != NULL;
     PQclear(n);
     PQclear(res);
-    return n ? BROKER_OK : BROKER_ERR_DB;
+    return ok ? BROKER_OK : BROKER_ERR_DB;
 }
 
 enum broker_err store_put_documents_as(struct store *st, const char *actor, const json_t *issuers,
@@ -1014,6 +1017,7 @@ enum broker_err store_audit_write(struct store *st, struct audit_record *const *
     for (size_t i = 0; i < n; i++) {
         if (!recs[i] || !audit_record_clean(recs[i])) {
             snprintf(st->err, sizeof(st->err), "audit: record %zu is malformed", i);
+            memcpy(st->sqlstate, "22000", 6);  /* a data error, as the server would say */
             return BROKER_ERR_DB;
         }
     }
@@ -1097,8 +1101,9 @@ enum broker_err store_admin_token_add(struct store *st, const char *name, const 
         return BROKER_ERR_DB;
     PGresult *res = store_exec(st, "admin token add", "INSERT INTO admin_tokens (name, hash) VALUES ($1, $2)", 2, v,
                                lens, fmts, PGRES_COMMAND_OK);
+    bool ok = res != NULL;
     PQclear(res);
-    if (res)
+    if (ok)
         return BROKER_OK;
     return strcmp(st->sqlstate, "23505") == 0 ? BROKER_ERR_BAD_REQUEST : BROKER_ERR_DB;
 }

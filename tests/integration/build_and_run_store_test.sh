@@ -16,6 +16,6 @@ else
   flags+=(-O2)
 fi
 # shellcheck disable=SC2046
-"$cc" "${flags[@]}" tests/integration/test_store.c broker/store.c broker/audit.c broker/err.c \
+"$cc" "${flags[@]}" tests/integration/test_store.c broker/store.c broker/audit.c broker/err.c broker/log.c \
   -o "$out/test_store" $(pkg-config --cflags --libs libpq jansson openssl) -lcmocka
 exec tests/integration/test_store.sh "$out/test_store"

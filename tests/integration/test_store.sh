@@ -6,11 +6,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 bin=${1:?usage: test_store.sh BINARY}
 bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
-# shellcheck source=lib/pg.sh
+# shellcheck source-path=SCRIPTDIR source=lib/pg.sh
 . "$here/lib/pg.sh"
 
 tmp=$(mktemp -d /tmp/broker-store-test.XXXXXX)
 pgdir=$tmp/pg
+# shellcheck disable=SC2317  # called by the trap
 cleanup() {
   pg_stop "$pgdir" || pg_kill "$pgdir" || true
   rm -rf "$tmp"
