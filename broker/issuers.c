@@ -1,5 +1,5 @@
 /* Per-issuer key cache. Static key sets are loaded by issuers_sync; fetched sets come from a
- * few fetcher threads running libcurl easy handles (discovery, then JWKS), so event-loop threads
+ * few fetcher threads (each fetch: issuers_fetch.c, discovery then JWKS), so event-loop threads
  * never wait on the network: they take a referenced snapshot of the current set under a short
  * mutex and, on an unknown kid, queue a callback that a fetcher calls when its fetch is done.
  *
@@ -15,51 +15,20 @@
 #include <string.h>
 #include <time.h>
 #include <curl/curl.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include "issuers.h"
-#include "jwt.h"
+#include "issuers_fetch.h"
 #include "log.h"
 
 #define ISSUERS_THREADS 4                   /* a slow issuer cannot hold up another issuer's refetch */
-#define ISSUERS_CONNECT_TIMEOUT_MS 2000
 #define ISSUERS_BACKOFF_MIN_MS 1000
 #define ISSUERS_BACKOFF_MAX_MS (5 * 60 * 1000)
 #define ISSUERS_IDLE_WAIT_MS (60 * 1000)    /* fetchers re-check the schedule at least this often */
-#define ISSUERS_DIGEST_LEN 32
-
-enum fetch_result {
-    FR_OK,
-    FR_NETWORK,          /* connect, DNS, reset, unsupported scheme */
-    FR_TLS,              /* handshake or certificate verification */
-    FR_TIMEOUT,
-    FR_HTTP_STATUS,      /* anything but 200, redirects included */
-    FR_TOO_LARGE,        /* over BROKER_MAX_JWKS_BYTES */
-    FR_BAD_DISCOVERY,    /* not JSON, no https jwks_uri */
-    FR_ISSUER_MISMATCH,  /* discovery "issuer" is not the registered url */
-    FR_BAD_JWKS,         /* jwks_parse refused the document */
-    FR_INTERNAL,
-    FR__COUNT
-};
-
-static const char *const fr_names[FR__COUNT] = {
-    [FR_OK] = "ok",
-    [FR_NETWORK] = "network",
-    [FR_TLS] = "tls",
-    [FR_TIMEOUT] = "timeout",
-    [FR_HTTP_STATUS] = "http_status",
-    [FR_TOO_LARGE] = "too_large",
-    [FR_BAD_DISCOVERY] = "bad_discovery",
-    [FR_ISSUER_MISMATCH] = "issuer_mismatch",
-    [FR_BAD_JWKS] = "bad_jwks",
-    [FR_INTERNAL] = "internal",
-};
 
 struct issuer_keys {
     atomic_uint refs;
     struct jwks *jwks;
     int64_t fetched_at;
-    uint8_t digest[ISSUERS_DIGEST_LEN]; /* SHA-256 of the fetched document: "changed" compares it */
+    uint8_t digest[ISSUERS_FETCH_DIGEST_LEN]; /* of the fetched document: "changed" compares it */
 };
 
 struct waiter {
@@ -84,8 +53,8 @@ struct issuer_entry {
     int64_t last_refetch_ms;   /* last unknown-kid refetch, for the cool-down */
     bool refetched;
     struct waiter *waiters;    /* owed a callback when the next fetch completes */
-    uint64_t counts[FR__COUNT];
-    int last_result;           /* enum fetch_result, -1 before the first fetch */
+    uint64_t counts[ISSUERS_FETCH__COUNT];
+    int last_result;           /* enum issuers_fetch_result, -1 before the first fetch */
     struct issuer_entry *next; /* on the dead list, or a local free list */
 };
 
@@ -145,15 +114,14 @@ static char *dup_or_null(const char *s, bool *fail)
 
 /* ------------------------------------------------------------------ key sets */
 
-static struct issuer_keys *keys_new(struct jwks *set, const uint8_t *doc, size_t len)
+/* Takes set; digest NULL for static sets (never compared). */
+static struct issuer_keys *keys_new(struct jwks *set, const uint8_t *digest)
 {
     struct issuer_keys *k = calloc(1, sizeof(*k));
     if (k == NULL)
         return NULL;
-    if (doc != NULL && EVP_Digest(doc, len, k->digest, NULL, EVP_sha256(), NULL) != 1) {
-        free(k);
-        return NULL;
-    }
+    if (digest != NULL)
+        memcpy(k->digest, digest, sizeof(k->digest));
     atomic_init(&k->refs, 1);
     k->jwks = set;
     k->fetched_at = wall_s();
@@ -306,7 +274,7 @@ static enum broker_err load_static(const struct issuer_cfg *c, struct issuer_key
             goto out;
         }
     }
-    *out = keys_new(set, NULL, 0);
+    *out = keys_new(set, NULL);
     if (*out == NULL) {
         e = BROKER_ERR_NOMEM;
         snprintf(err, errlen, "issuer %s: out of memory", c->name);
@@ -455,144 +423,6 @@ out:
 
 /* ------------------------------------------------------------------ fetching */
 
-struct body {
-    uint8_t *p; /* BROKER_MAX_JWKS_BYTES + 1 */
-    size_t len;
-    bool too_large;
-};
-
-static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
-{
-    struct body *b = ud;
-    size_t n = size * nmemb; /* libcurl documents size as always 1 */
-    if (n > BROKER_MAX_JWKS_BYTES - b->len) {
-        b->too_large = true;
-        return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
-    }
-    memcpy(b->p + b->len, data, n);
-    b->len += n;
-    return n;
-}
-
-static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
-{
-    (void)ud, (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
-    return atomic_load_explicit(&aborting, memory_order_relaxed) ? 1 : 0;
-}
-
-/* One handle per fetch: discovery and JWKS on the same host reuse the connection. */
-static CURL *easy_new(const char *ca_file, struct body *b)
-{
-    CURL *h = curl_easy_init();
-    if (h == NULL)
-        return NULL;
-    /* Each setopt returns CURLE_OK (0) or an error: any failure refuses the handle, so an old
-     * libcurl that does not know an option can never fetch with a weaker setting. */
-    if (curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https") ||
-        curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "https") ||
-        curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L) ||   /* a 3xx is a failure, never followed */
-        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L) ||
-        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L) ||
-        curl_easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2) ||
-        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) ||          /* threads: no SIGALRM for DNS timeouts */
-        curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)BROKER_MAX_JWKS_BYTES) ||
-        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write) ||
-        curl_easy_setopt(h, CURLOPT_WRITEDATA, b) ||
-        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L) ||
-        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress) ||
-        curl_easy_setopt(h, CURLOPT_USERAGENT, "broker") ||
-        (ca_file != NULL && curl_easy_setopt(h, CURLOPT_CAINFO, ca_file))) {
-        curl_easy_cleanup(h);
-        return NULL;
-    }
-    return h;
-}
-
-static enum fetch_result classify(CURLcode c, const struct body *b)
-{
-    switch (c) {
-    case CURLE_OPERATION_TIMEDOUT:
-        return FR_TIMEOUT;
-    case CURLE_FILESIZE_EXCEEDED:
-        return FR_TOO_LARGE;
-    case CURLE_WRITE_ERROR:
-        return b->too_large ? FR_TOO_LARGE : FR_INTERNAL;
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_CIPHER:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_ISSUER_ERROR:
-    case CURLE_SSL_INVALIDCERTSTATUS:
-    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-        return FR_TLS;
-    case CURLE_OUT_OF_MEMORY:
-        return FR_INTERNAL;
-    default:
-        return FR_NETWORK;
-    }
-}
-
-static enum fetch_result http_get(CURL *h, const char *url, int64_t deadline_ms, struct body *b, long *status)
-{
-    int64_t left = deadline_ms - now_ms();
-    *status = 0;
-    if (left <= 0)
-        return FR_TIMEOUT;
-    b->len = 0;
-    b->too_large = false;
-    if (curl_easy_setopt(h, CURLOPT_URL, url) || curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)left) ||
-        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
-                         (long)(left < ISSUERS_CONNECT_TIMEOUT_MS ? left : ISSUERS_CONNECT_TIMEOUT_MS)))
-        return FR_INTERNAL;
-    CURLcode c = curl_easy_perform(h);
-    if (c != CURLE_OK)
-        return classify(c, b);
-    if (curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status) != CURLE_OK)
-        return FR_INTERNAL;
-    return *status == 200 ? FR_OK : FR_HTTP_STATUS;
-}
-
-/* OIDC Discovery 1.0 §4: the issuer's path with any trailing '/' removed, then the well-known path. */
-static char *discovery_url(const char *iss)
-{
-    static const char wk[] = "/.well-known/openid-configuration";
-    size_t n = strlen(iss);
-    while (n > 0 && iss[n - 1] == '/')
-        n--;
-    char *u = malloc(n + sizeof(wk));
-    if (u == NULL)
-        return NULL;
-    memcpy(u, iss, n);
-    memcpy(u + n, wk, sizeof(wk));
-    return u;
-}
-
-static enum fetch_result parse_discovery(const struct body *b, const char *iss, char **jwks_uri)
-{
-    enum fetch_result r = FR_BAD_DISCOVERY;
-    json_t *doc = jwt_json_load_strict(b->p, b->len, BROKER_MAX_JSON_DEPTH);
-    if (doc == NULL || !json_is_object(doc))
-        goto out;
-    const json_t *i = json_object_get(doc, "issuer"), *u = json_object_get(doc, "jwks_uri");
-    if (!json_is_string(i) || !json_is_string(u))
-        goto out;
-    size_t ilen = json_string_length(i), ulen = json_string_length(u);
-    /* exact equality (OIDC Discovery §4.3): otherwise a document could vouch for another issuer */
-    if (ilen != strlen(iss) || memcmp(json_string_value(i), iss, ilen) != 0) {
-        r = FR_ISSUER_MISMATCH;
-        goto out;
-    }
-    const char *us = json_string_value(u);
-    if (ulen <= 8 || ulen != strlen(us) || strncmp(us, "https://", 8) != 0)
-        goto out;
-    *jwks_uri = strdup(us);
-    r = *jwks_uri != NULL ? FR_OK : FR_INTERNAL;
-out:
-    json_decref(doc);
-    return r;
-}
-
 struct fetch_job {
     char *name, *url, *jwks_uri, *ca_file;
     uint64_t gen;
@@ -607,57 +437,9 @@ static void job_clear(struct fetch_job *j)
     memset(j, 0, sizeof(*j));
 }
 
-/* Discovery (unless jwks_uri is configured) and JWKS, within one overall deadline. */
-static enum fetch_result fetch_keys(const struct fetch_job *job, struct issuer_keys **out, const char **stage,
-                                    long *status)
-{
-    enum fetch_result r = FR_INTERNAL;
-    int64_t deadline = now_ms() + BROKER_JWKS_FETCH_TIMEOUT_MS;
-    struct body b = {.p = malloc(BROKER_MAX_JWKS_BYTES + 1)};
-    char *disc = NULL, *found = NULL;
-    struct jwks *set = NULL;
-    CURL *h = NULL;
-    *stage = "setup";
-    *status = 0;
-    if (b.p == NULL || (h = easy_new(job->ca_file, &b)) == NULL)
-        goto out;
-    const char *uri = job->jwks_uri;
-    if (uri == NULL) {
-        *stage = "discovery";
-        if ((disc = discovery_url(job->url)) == NULL)
-            goto out;
-        if ((r = http_get(h, disc, deadline, &b, status)) != FR_OK)
-            goto out;
-        if ((r = parse_discovery(&b, job->url, &found)) != FR_OK)
-            goto out;
-        uri = found;
-    }
-    *stage = "jwks";
-    if ((r = http_get(h, uri, deadline, &b, status)) != FR_OK)
-        goto out;
-    if (jwks_parse(b.p, b.len, 0, &set) != BROKER_OK) {
-        r = FR_BAD_JWKS;
-        goto out;
-    }
-    if ((*out = keys_new(set, b.p, b.len)) == NULL) {
-        r = FR_INTERNAL;
-        goto out;
-    }
-    set = NULL;
-    r = FR_OK;
-out:
-    jwks_free(set);
-    if (h != NULL)
-        curl_easy_cleanup(h);
-    free(b.p);
-    free(disc);
-    free(found);
-    return r;
-}
-
 /* Record a finished fetch. Caller holds mu. Returns the callbacks to run (after unlocking);
  * *unref receives a key set to drop and *gone an entry to free. */
-static struct waiter *complete_locked(struct issuer_entry *e, const struct fetch_job *job, enum fetch_result r,
+static struct waiter *complete_locked(struct issuer_entry *e, const struct fetch_job *job, enum issuers_fetch_result r,
                                       struct issuer_keys **fetched, bool *changed, struct issuer_entry **gone)
 {
     struct waiter *w = NULL;
@@ -682,9 +464,8 @@ static struct waiter *complete_locked(struct issuer_entry *e, const struct fetch
     int64_t now = now_ms();
     e->counts[r]++;
     e->last_result = (int)r;
-    if (r == FR_OK) {
-        *changed = e->keys == NULL ||
-                   CRYPTO_memcmp(e->keys->digest, (*fetched)->digest, ISSUERS_DIGEST_LEN) != 0;
+    if (r == ISSUERS_FETCH_OK) {
+        *changed = e->keys == NULL || memcmp(e->keys->digest, (*fetched)->digest, sizeof(e->keys->digest)) != 0;
         SWAP_PTR(e->keys, *fetched);
         e->backoff_ms = 0;
         e->due_ms = now + (int64_t)BROKER_JWKS_REFRESH_S * 1000;
@@ -711,15 +492,20 @@ static void run_one(struct issuer_entry *e)
     e->in_flight = true;
     pthread_mutex_unlock(&mu);
 
+    struct issuers_fetch_out fo = {.stage = "setup"};
     struct issuer_keys *fetched = NULL;
-    const char *stage = "setup";
-    long status = 0;
-    enum fetch_result r = fail ? FR_INTERNAL : fetch_keys(&job, &fetched, &stage, &status);
-    if (r == FR_OK)
+    enum issuers_fetch_result r = ISSUERS_FETCH_INTERNAL;
+    if (!fail)
+        r = issuers_fetch(job.url, job.jwks_uri, job.ca_file, &aborting, &fo);
+    if (r == ISSUERS_FETCH_OK && (fetched = keys_new(fo.jwks, fo.digest)) == NULL) {
+        jwks_free(fo.jwks);
+        r = ISSUERS_FETCH_INTERNAL;
+    }
+    if (r == ISSUERS_FETCH_OK)
         log_msg(LOG_INFO, "jwks_fetched", "issuer=%s keys=%zu", job.name, fetched->jwks->n);
     else if (!atomic_load(&aborting))
         log_msg(LOG_WARN, "jwks_fetch_failed", "issuer=%s stage=%s reason=%s status=%ld",
-                job.name != NULL ? job.name : "?", stage, fr_names[r], status);
+                job.name != NULL ? job.name : "?", fo.stage, issuers_fetch_result_name(r), fo.status);
 
     bool changed = false;
     struct issuer_entry *gone = NULL;
@@ -922,10 +708,10 @@ bool issuers_status(const char *url, struct issuer_status *out)
         out->fetching = e->in_flight || e->waiters != NULL;
         out->nkeys = e->keys != NULL ? e->keys->jwks->n : 0;
         out->fetched_at = e->keys != NULL ? e->keys->fetched_at : 0;
-        out->fetch_ok = e->counts[FR_OK];
-        for (size_t r = FR_OK + 1; r < FR__COUNT; r++)
+        out->fetch_ok = e->counts[ISSUERS_FETCH_OK];
+        for (size_t r = ISSUERS_FETCH_OK + 1; r < ISSUERS_FETCH__COUNT; r++)
             out->fetch_failed += e->counts[r];
-        out->last_result = e->last_result >= 0 ? fr_names[e->last_result] : NULL;
+        out->last_result = e->last_result >= 0 ? issuers_fetch_result_name(e->last_result) : NULL;
     }
     pthread_mutex_unlock(&mu);
     return e != NULL;
@@ -990,9 +776,9 @@ size_t issuers_metrics(char *out, size_t cap)
         if (e->is_static)
             continue;
         label_escape(e->name, esc, sizeof(esc));
-        for (size_t r = 0; r < FR__COUNT; r++)
-            mb_line(&m, "broker_jwks_fetch_total{issuer=\"%s\",result=\"%s\"} %llu\n", esc, fr_names[r],
-                    (unsigned long long)e->counts[r]);
+        for (size_t r = 0; r < ISSUERS_FETCH__COUNT; r++)
+            mb_line(&m, "broker_jwks_fetch_total{issuer=\"%s\",result=\"%s\"} %llu\n", esc,
+                    issuers_fetch_result_name(r), (unsigned long long)e->counts[r]);
     }
     mb_line(&m, "# HELP broker_jwks_keys Keys in the issuer's current key set (0: none yet).\n"
                 "# TYPE broker_jwks_keys gauge\n");

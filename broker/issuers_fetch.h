@@ -1,0 +1,41 @@
+/* One issuer key fetch: OIDC discovery (unless a jwks_uri is configured), then the JWKS, over
+ * verified HTTPS with libcurl. Blocking: for issuers.c's fetcher threads only, never a loop thread. */
+#ifndef BROKER_ISSUERS_FETCH_H
+#define BROKER_ISSUERS_FETCH_H
+#include <stdatomic.h>
+#include <stdint.h>
+#include "jwks.h"
+
+enum issuers_fetch_result {
+    ISSUERS_FETCH_OK,
+    ISSUERS_FETCH_NETWORK,         /* connect, DNS, reset, unsupported scheme */
+    ISSUERS_FETCH_TLS,             /* handshake or certificate verification */
+    ISSUERS_FETCH_TIMEOUT,         /* BROKER_JWKS_FETCH_TIMEOUT_MS for the whole fetch */
+    ISSUERS_FETCH_HTTP_STATUS,     /* anything but 200, redirects included */
+    ISSUERS_FETCH_TOO_LARGE,       /* a response over BROKER_MAX_JWKS_BYTES */
+    ISSUERS_FETCH_BAD_DISCOVERY,   /* not a JSON object, or no https jwks_uri */
+    ISSUERS_FETCH_ISSUER_MISMATCH, /* discovery "issuer" is not the registered url */
+    ISSUERS_FETCH_BAD_JWKS,        /* jwks_parse refused the document */
+    ISSUERS_FETCH_INTERNAL,
+    ISSUERS_FETCH__COUNT
+};
+
+#define ISSUERS_FETCH_DIGEST_LEN 32
+
+struct issuers_fetch_out {
+    struct jwks *jwks;                        /* owned by the caller on ISSUERS_FETCH_OK */
+    uint8_t digest[ISSUERS_FETCH_DIGEST_LEN]; /* SHA-256 of the JWKS document */
+    const char *stage;                        /* "setup", "discovery" or "jwks": where it stopped */
+    long status;                              /* HTTP status of the last response, 0 without one */
+};
+
+/* Metric label and log reason ("ok", "tls", "timeout", ...). */
+const char *issuers_fetch_result_name(enum issuers_fetch_result r);
+
+/* Fetch the key set of the issuer whose exact iss is url. jwks_uri NULL: discovery at
+ * url/.well-known/openid-configuration, whose "issuer" must equal url. ca_file NULL: the system
+ * store. The transfer gives up as soon as *cancel becomes true. */
+enum issuers_fetch_result issuers_fetch(const char *url, const char *jwks_uri, const char *ca_file,
+                                        const atomic_bool *cancel, struct issuers_fetch_out *out);
+
+#endif
