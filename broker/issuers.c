@@ -438,7 +438,7 @@ static void job_clear(struct fetch_job *j)
 }
 
 /* Record a finished fetch. Caller holds mu. Returns the callbacks to run (after unlocking);
- * *unref receives a key set to drop and *gone an entry to free. */
+ * *fetched is left holding the key set to drop, *gone an entry to free. */
 static struct waiter *complete_locked(struct issuer_entry *e, const struct fetch_job *job, enum issuers_fetch_result r,
                                       struct issuer_keys **fetched, bool *changed, struct issuer_entry **gone)
 {
