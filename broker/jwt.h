@@ -38,7 +38,11 @@ struct jwt {
 
 /* Parse a compact JWS: exactly 3 segments, strict base64url, header and payload JSON objects
  * (duplicate keys rejected, depth <= BROKER_MAX_JSON_DEPTH), "crit" rejected, "alg" a string.
- * Does not check alg against anything. On error *out is left empty (nothing to free). */
+ * Errors: TOKEN_TOO_LARGE (len > BROKER_MAX_TOKEN_LEN or decoded header > BROKER_MAX_JOSE_HEADER_LEN),
+ * ALG_NOT_ALLOWED ("alg" absent, "none" in any case, or unknown), TOKEN_CRIT, BAD_CLAIM ("iss"
+ * not a string), TOKEN_MALFORMED (anything else, including an empty signature). An empty "kid"
+ * is reported as NULL. jku/x5u/jwk/x5c are ignored. signing_input points into p, so p must
+ * outlive *out. On error *out is left empty (nothing to free). */
 enum broker_err jwt_parse(const uint8_t *p, size_t len, struct jwt *out) BROKER_WUR;
 void jwt_free(struct jwt *t);
 

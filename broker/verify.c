@@ -159,18 +159,22 @@ enum broker_err verify_times(const json_t *claims, int64_t now, int64_t leeway_s
     int64_t exp, nbf, iat;
     bool has_exp, has_nbf, has_iat;
 
+    /* Clamped so that no sum or difference below can overflow, whatever the caller passes. */
     if (leeway_s < 0)
         leeway_s = 0;
+    if (leeway_s > INT32_MAX)
+        leeway_s = INT32_MAX;
     if (jwt_claim_time(claims, "exp", &has_exp, &exp) != BROKER_OK ||
         jwt_claim_time(claims, "nbf", &has_nbf, &nbf) != BROKER_OK ||
         jwt_claim_time(claims, "iat", &has_iat, &iat) != BROKER_OK)
         return BROKER_ERR_BAD_CLAIM;
     if (!has_exp)
         return BROKER_ERR_MISSING_EXP;
-    /* Valid while now < exp + leeway; claims are <= 2^53, so these sums cannot overflow. */
+    /* Valid while now < exp + leeway; claims are in [0, 2^53], so exp + leeway and nbf - leeway
+     * cannot overflow, and now is never added to. */
     if (exp + leeway_s <= now)
         return BROKER_ERR_EXPIRED;
-    if ((has_nbf && nbf > now + leeway_s) || (has_iat && iat > now + leeway_s))
+    if ((has_nbf && nbf - leeway_s > now) || (has_iat && iat - leeway_s > now))
         return BROKER_ERR_NOT_YET_VALID;
     return BROKER_OK;
 }

@@ -647,6 +647,11 @@ static void test_times(void **state)
     assert_int_equal(times("{\"exp\":1800000000,\"iat\":1700000001}", T0, 0), BROKER_ERR_NOT_YET_VALID);
     assert_int_equal(times("{\"exp\":1800000000,\"iat\":1700000060}", T0, 60), BROKER_OK);
     assert_int_equal(times("{\"exp\":1800000000,\"iat\":1700000061}", T0, 60), BROKER_ERR_NOT_YET_VALID);
+    /* extreme clocks and leeways never overflow into acceptance */
+    assert_int_equal(times("{\"exp\":1800000000}", INT64_MAX, INT64_MAX), BROKER_ERR_EXPIRED);
+    assert_int_equal(times("{\"exp\":9007199254740992,\"nbf\":0}", INT64_MIN, INT64_MAX), BROKER_ERR_NOT_YET_VALID);
+    assert_int_equal(times("{\"exp\":1800000000,\"iat\":9007199254740992}", T0, INT64_MAX),
+                     BROKER_ERR_NOT_YET_VALID);
     /* a negative leeway is no leeway */
     assert_int_equal(times("{\"exp\":1700000001}", T0, -100), BROKER_OK);
     /* wrong types, even when another check would fail first */
