@@ -15,6 +15,7 @@
 
 #define AUDIT_BACKOFF_MIN_MS 100
 #define AUDIT_BACKOFF_MAX_MS 2000
+#define AUDIT_IDLE_PING_MS 5000  /* an idle connection is checked this often */
 
 static struct {
     pthread_mutex_t mu;
@@ -165,16 +166,19 @@ static void *audit_main(void *arg)
     for (;;) {
         if (!store_connected(st) && timespec_passed(&next_try) && !audit_stopping())
             audit_connect(&st, &backoff_ms, &next_try);
-        bool connected = store_connected(st);
+        bool connected = store_connected(st), timed_out = false;
+        struct timespec deadline = next_try;
         size_t n = 0;
+        if (connected) {
+            clock_gettime(CLOCK_MONOTONIC, &deadline);
+            timespec_add_ms(&deadline, AUDIT_IDLE_PING_MS);
+        }
 
         pthread_mutex_lock(&w.mu);
-        while (!w.head && !w.stopping) {
+        while (!w.head && !w.stopping && !timed_out) {
             w.waiting = true;
-            int rc = connected ? pthread_cond_wait(&w.wake, &w.mu) : pthread_cond_timedwait(&w.wake, &w.mu, &next_try);
+            timed_out = pthread_cond_timedwait(&w.wake, &w.mu, &deadline) == ETIMEDOUT;
             w.waiting = false;
-            if (rc == ETIMEDOUT)
-                break;
         }
         if (!w.head && w.stopping) {
             pthread_mutex_unlock(&w.mu);
@@ -189,8 +193,18 @@ static void *audit_main(void *arg)
         w.depth -= n;
         pthread_mutex_unlock(&w.mu);
 
-        if (n > 0)
+        if (n > 0) {
             audit_write_batch(&st, jobs, n, &backoff_ms, &next_try);
+        } else if (connected && timed_out && store_ping(st) != BROKER_OK) {
+            /* Found dead while idle (say, the server restarted): reconnect now, before a
+             * request has to fail on it. */
+            char why[512];
+            log_msg(LOG_WARN, "audit_db_lost", "reason=\"%s\"", audit_reason(st, why, sizeof(why)));
+            store_close(st);
+            st = NULL;
+            audit_set_down(true);
+            clock_gettime(CLOCK_MONOTONIC, &next_try);
+        }
     }
     store_close(st);
     atomic_store(&a_db_up, false);

@@ -884,6 +884,31 @@ static void test_audit_writer_pg_kill(void **state)
     free(jobs);
 }
 
+/* A server restart while the writer is idle is noticed by its idle check (every 5 s), so the
+ * next job commits instead of failing on the dead session. */
+static void test_audit_writer_idle_restart(void **state)
+{
+    (void)state;
+    struct tjob j[2];
+    tjob_init(&j[0], "idle", 0);
+    tjob_init(&j[1], "idle", 1);
+    atomic_store(&g_done, 0);
+    assert_int_equal(audit_start(db_url), BROKER_OK);
+    assert_true(wait_up(true, 5000));
+    assert_int_equal(audit_submit(&j[0].job), BROKER_OK);
+    assert_true(wait_done(1, 5000));
+    assert_int_equal(j[0].job.result, BROKER_OK);
+    assert_int_equal(pg_ctl("pg_restart"), 0);
+    sleep_ms(6500);
+    assert_true(audit_db_up());
+    assert_int_equal(audit_submit(&j[1].job), BROKER_OK);
+    assert_true(wait_done(2, 5000));
+    assert_int_equal(j[1].job.result, BROKER_OK);
+    audit_stop();
+    assert_int_equal(store_reconnect(g_st), BROKER_OK);
+    PQreset(g_pg);
+}
+
 /* ---- optional benchmark (registered only when BROKER_AUDIT_BENCH=N is set) ----
  * N jobs from 2 producer threads as fast as they can, with at most BROKER_AUDIT_QUEUE_MAX in
  * flight (a server has bounded concurrency; spinning on a full queue would only measure the
@@ -1041,6 +1066,7 @@ int main(void)
         cmocka_unit_test_teardown(test_audit_writer_queue_full, writer_teardown),
         cmocka_unit_test_teardown(test_audit_writer_bad_row, writer_teardown),
         cmocka_unit_test_teardown(test_audit_writer_pg_kill, writer_teardown),
+        cmocka_unit_test_teardown(test_audit_writer_idle_restart, writer_teardown),
         cmocka_unit_test_teardown(test_audit_bench, writer_teardown),
     };
     size_t n = sizeof(tests) / sizeof(tests[0]) - (getenv("BROKER_AUDIT_BENCH") ? 0 : 1);
