@@ -124,12 +124,19 @@ struct policy_result {
 };
 
 /* Decide. Returns BROKER_OK, BROKER_ERR_NO_MATCH, BROKER_ERR_WRONG_AUDIENCE (no policy matched and
- * every considered policy failed only on audience), BROKER_ERR_AMBIGUOUS_IDENTITY,
- * BROKER_ERR_UNKNOWN_IDENTITY, BROKER_ERR_INVALID_SCOPE or BROKER_ERR_INVALID_TARGET.
+ * every considered policy failed first on audience, which is checked first), BROKER_ERR_AMBIGUOUS_IDENTITY,
+ * BROKER_ERR_UNKNOWN_IDENTITY, BROKER_ERR_INVALID_SCOPE or BROKER_ERR_INVALID_TARGET (out->identity and
+ * out->policy are set for these two), BROKER_ERR_UNKNOWN_ISSUER (in->issuer->name not in this set),
+ * BROKER_ERR_INTERNAL (NULL arguments, claims not an object) or BROKER_ERR_NOMEM (explain only).
+ * Conditions: audience, subject, claims in document order, source_cidrs. A missing or null claim
+ * never matches, not even under "not"; an array matches when any element does, and "not" negates
+ * that ("no element matches"); objects never match.
  * With explain != NULL (a JSON array) it appends, for every identity/policy considered,
- * {"identity","policy","result":"match"|"no_match","conditions":[{"condition","op","expected",
- * "actual","result"}...],"first_failed": "..."} and evaluates every condition; with NULL it
- * stops at the first failure (the fast path). Cost does not grow with unrelated identities. */
+ * {"identity","policy","result":"match"|"no_match","first_failed":"..."|null,"conditions":[{"condition",
+ * "op","expected","actual","result"}...]} and evaluates every condition; with NULL it stops at the
+ * first failure and allocates nothing (the fast path). Both decide the same. Cost does not grow with
+ * unrelated identities: without in->identity only the issuer's policies whose subject equals/in the
+ * token's sub, plus those with another kind of subject condition, are considered. */
 enum broker_err policy_eval(const struct policy_set *s, const struct policy_input *in, struct policy_result *out,
                             json_t *explain) BROKER_WUR;
 

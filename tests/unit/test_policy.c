@@ -3,6 +3,7 @@
 #include "test_util.h"
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <time.h>
 #include "cidr.h"
@@ -862,6 +863,48 @@ static void test_fast_path_cost(void **state)
     policy_set_unref(s);
 }
 
+/* Readers share one immutable set: concurrent evaluation (regex included) and reference counting. */
+struct reader_arg {
+    struct policy_set *set;
+    const json_t *claims;
+    int ok;
+};
+
+static void *reader(void *p)
+{
+    struct reader_arg *a = p;
+    struct policy_input in = {.issuer = policy_set_issuer_by_name(a->set, "github-actions"), .claims = a->claims,
+                              .default_audience = "https://broker.example.com"};
+    struct policy_result out;
+    for (int i = 0; i < 20000; i++) {
+        struct policy_set *mine = policy_set_ref(a->set);
+        if (policy_eval(mine, &in, &out, NULL) == BROKER_OK && strcmp(out.identity->name, "docs-preview") == 0)
+            a->ok++;
+        policy_set_unref(mine);
+    }
+    return NULL;
+}
+
+static void test_concurrent_readers(void **state)
+{
+    (void)state;
+    json_t *root = load_json_file(cases_path());
+    assert_non_null(root);
+    const json_t *ds = json_object_get(json_object_get(root, "docsets"), "main");
+    struct policy_set *set = build_or_fail(json_object_get(ds, "issuers"), json_object_get(ds, "identities"));
+    const json_t *claims = json_object_get(json_object_get(root, "claim_sets"), "gha_docs");
+    struct reader_arg args[3] = {{set, claims, 0}, {set, claims, 0}, {set, claims, 0}};
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, reader, &args[i]), 0);
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(args[i].ok, 20000);
+    }
+    policy_set_unref(set);
+    json_decref(root);
+}
+
 /* ---- trust-policies/ examples ---- */
 
 static void test_example_documents(void **state)
@@ -942,6 +985,7 @@ int main(void)
         cmocka_unit_test(test_explain_conditions),
         cmocka_unit_test(test_index_skips_unrelated),
         cmocka_unit_test(test_fast_path_cost),
+        cmocka_unit_test(test_concurrent_readers),
         cmocka_unit_test(test_example_documents),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
