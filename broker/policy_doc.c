@@ -327,7 +327,8 @@ static enum broker_err doc_preset(const json_t *doc, struct issuer_cfg *out, cha
 
     if (!preset) {
         if (enterprise || ghes)
-            DOC_FAIL("%s: only meaningful with \"preset\": \"github-actions\"", enterprise ? "enterprise" : "ghes_host");
+            DOC_FAIL("%s: only meaningful with \"preset\": \"github-actions\"",
+                     enterprise ? "enterprise" : "ghes_host");
         goto done;
     }
     if (!json_is_string(preset))
