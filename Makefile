@@ -21,7 +21,7 @@ CFLAGS  := $(filter-out -D_FORTIFY_SOURCE=2,$(CFLAGS)) -O1 -fsanitize=$(SANITIZE
 LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
-PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_CFLAGS = $(filter-out -I/usr/include/x86_64-linux-gnu,$(shell pkg-config --cflags $(PKGS) 2>/dev/null))
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 SRCS     := $(filter-out broker/main.c,$(wildcard broker/*.c))
@@ -30,6 +30,8 @@ LIB      := $(BUILD)/libbroker.a
 BIN      := $(BUILD)/broker
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+ITEST_SRC := $(wildcard tests/integration/test_*.c)
+ITEST_BIN := $(ITEST_SRC:tests/integration/%.c=$(BUILD)/itests/%)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 
 .PHONY: all deps demo test test-unit test-integration test-san fuzz bench clean
@@ -62,14 +64,18 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB) tests/unit/*.h | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -iquote broker -iquote tests/unit -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS) -lcmocka -ljwt -lm
 
+$(BUILD)/itests/%: tests/integration/%.c $(LIB) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -iquote broker -iquote tests/unit -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS) -lcmocka -lm
+
 test-unit: $(UNIT_BIN)
 	@tests/run-unit.sh $(UNIT_BIN)
 
-test-integration: $(BIN)
-	@BROKER_BIN=$(abspath $(BIN)) tests/integration/run.sh
+test-integration: $(BIN) $(ITEST_BIN)
+	@BROKER_BIN=$(abspath $(BIN)) ITEST_DIR=$(abspath $(BUILD)/itests) tests/integration/run.sh
 
 test: deps
-	@$(MAKE) --no-print-directory all $(UNIT_BIN)
+	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(ITEST_BIN)
 	@$(MAKE) --no-print-directory test-unit
 	@$(MAKE) --no-print-directory test-integration
 

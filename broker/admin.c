@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "b64.h"
-#include "limits.h"
+#include "bounds.h"
 #include "log.h"
 #include "worker.h"
 

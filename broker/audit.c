@@ -10,7 +10,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "limits.h"
+#include "bounds.h"
 #include "log.h"
 
 #define AUDIT_BACKOFF_MIN_MS 100

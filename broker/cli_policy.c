@@ -9,7 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include "jwt.h"
-#include "limits.h"
+#include "bounds.h"
 #include "policy.h"
 #include "store.h"
 

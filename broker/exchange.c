@@ -11,7 +11,7 @@
 #include "form.h"
 #include "issuers.h"
 #include "jwt.h"
-#include "limits.h"
+#include "bounds.h"
 #include "log.h"
 #include "metrics.h"
 #include "mint.h"
@@ -102,7 +102,7 @@ static void job_free(struct xjob *j)
 {
     http_defer_release(j->defer);
     if (j->have_jwt)
-        jwt_free(&j->jwt);
+        jwt_release(&j->jwt);
     if (j->set != NULL)
         policy_set_unref(j->set);
     audit_record_clear(&j->audit.rec);
@@ -133,13 +133,17 @@ static void respond_error(struct xjob *j, enum broker_err e)
 static void respond_success(struct xjob *j)
 {
     char scope[4096];
-    size_t sl = mint_json_escape(j->scope, scope, sizeof(scope));
+    size_t sl = mint_json_escape(j->scope, scope, sizeof(scope) - 1); /* with its quotes */
+    if (sl == 0) {
+        http_respond_error(j->r, 500, "server_error", "internal error");
+        return;
+    }
     scope[sl] = '\0';
     size_t cap = j->minted_len + sl + 256;
     char *body = h2o_mem_alloc_pool(&j->r->req->pool, cap);
     int n = snprintf(body, cap,
                      "{\"access_token\":\"%s\",\"issued_token_type\":\"%s\",\"token_type\":\"Bearer\","
-                     "\"expires_in\":%lld,\"scope\":\"%s\"}",
+                     "\"expires_in\":%lld,\"scope\":%s}",
                      j->minted, j->issued_type, (long long)j->expires_in, scope);
     http_respond_json(j->r, 200, body, (size_t)n);
 }
@@ -270,6 +274,9 @@ static void evaluate(struct xjob *j)
             log_msg(LOG_ERROR, "policy_explain_mismatch", "request_id=%s", j->r->request_id);
         json_t *o = json_pack("{s:s, s:s, s:s, s:o}", "stage", "policy", "reason", broker_strerror(e), "issuer",
                               j->issuer->name, "policies", explain ? explain : json_null());
+        if (o != NULL && json_array_size(explain) == 0)
+            json_object_set_new(o, "note", json_string("no trust policy of this issuer binds the token's subject"
+                                                       " (or the requested identity does not exist)"));
         char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
         json_decref(o);
         if (s != NULL && strlen(s) > BROKER_AUDIT_EXPLAIN_MAX) {

@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "err.h"
-#include "limits.h"
+#include "bounds.h"
 
 struct form_field {
     char name[BROKER_MAX_FORM_NAME + 1]; /* decoded, NUL-terminated, non-empty */

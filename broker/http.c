@@ -18,7 +18,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include "limits.h"
+#include "bounds.h"
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"

@@ -7,7 +7,7 @@
 #include <openssl/evp.h>
 #include "err.h"
 #include "jwt.h"
-#include "limits.h"
+#include "bounds.h"
 
 enum jwk_type { JWK_RSA = 1, JWK_EC_P256, JWK_EC_P384, JWK_EC_P521, JWK_OKP_ED25519, JWK_OCT };
 

@@ -161,11 +161,11 @@ enum broker_err jwt_parse(const uint8_t *p, size_t len, struct jwt *out)
 
 done:
     if (err != BROKER_OK)
-        jwt_free(out);
+        jwt_release(out);
     return err;
 }
 
-void jwt_free(struct jwt *t)
+void jwt_release(struct jwt *t)
 {
     if (t == NULL)
         return;

@@ -6,7 +6,7 @@
 #include <stdbool.h>
 #include <jansson.h>
 #include "err.h"
-#include "limits.h"
+#include "bounds.h"
 
 enum jwt_alg {
     JWT_ALG_INVALID = 0, /* unknown, "none" in any spelling, or absent */
@@ -44,7 +44,7 @@ struct jwt {
  * is reported as NULL. jku/x5u/jwk/x5c are ignored. signing_input points into p, so p must
  * outlive *out. On error *out is left empty (nothing to free). */
 enum broker_err jwt_parse(const uint8_t *p, size_t len, struct jwt *out) BROKER_WUR;
-void jwt_free(struct jwt *t);
+void jwt_release(struct jwt *t);
 
 /* Parse JSON text with duplicate keys rejected and depth bounded; NULL on error. */
 json_t *jwt_json_load_strict(const uint8_t *p, size_t len, size_t max_depth);

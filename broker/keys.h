@@ -18,7 +18,7 @@
 #include <stdbool.h>
 #include <openssl/evp.h>
 #include "err.h"
-#include "limits.h"
+#include "bounds.h"
 
 #define KEYS_KID_MAX 64
 /* Keys in one directory; equals what our own JWKS parser accepts. */

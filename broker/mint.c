@@ -10,7 +10,7 @@
 #include <openssl/rand.h>
 
 #include "b64.h"
-#include "limits.h"
+#include "bounds.h"
 
 /* Length of a valid UTF-8 sequence starting at p (RFC 3629: no overlongs, no surrogates,
  * nothing above U+10FFFF), or 0. */

@@ -9,7 +9,7 @@
 #include <sys/socket.h>
 #include <jansson.h>
 #include "err.h"
-#include "limits.h"
+#include "bounds.h"
 #include "cidr.h"
 
 enum cond_op { COND_EQUALS = 1, COND_IN, COND_GLOB, COND_REGEX, COND_NOT };

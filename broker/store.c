@@ -14,7 +14,7 @@
 #include <unistd.h>
 #include <libpq-fe.h>
 
-#include "limits.h"
+#include "bounds.h"
 
 #define STORE_STATEMENT_TIMEOUT_MS "5000"
 #define STORE_MIGRATE_LOCK "7236952796468326770"  /* pg_advisory_lock key: any fixed bigint */

@@ -3,6 +3,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include "log.h"
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
@@ -28,13 +29,14 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&mu);
         if (j == NULL)
             break; /* stopping and drained */
-        if (st == NULL) {
-            if (store_open(dburl, &st) != BROKER_OK && st != NULL && store_reconnect(st) != BROKER_OK) {
-                /* run() sees a broken store and answers 503 */
-            }
-        } else if (!store_connected(st)) {
-            (void)store_reconnect(st);
-        }
+        /* on failure st stays broken (or NULL) and run() answers 503; the next job retries */
+        enum broker_err e = BROKER_OK;
+        if (st == NULL)
+            e = store_open(dburl, &st);
+        else if (!store_connected(st))
+            e = store_reconnect(st);
+        if (e != BROKER_OK)
+            log_msg(LOG_WARN, "worker_db_down", "reason=%s", broker_strerror(e));
         j->run(st, j);
         http_post(j->loop, &j->msg);
     }

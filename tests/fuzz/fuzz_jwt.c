@@ -53,6 +53,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     (void)verify_jwt(&t, keys, 0xffffffffu, 1300819000, 60);
     (void)jwt_claim_time(t.claims, "exp", &present, &v);
     (void)jwt_aud_contains(t.claims, "aud");
-    jwt_free(&t);
+    jwt_release(&t);
     return 0;
 }

@@ -20,7 +20,7 @@
 #include "test_util.h"
 #include "store.h"
 #include "audit.h"
-#include "limits.h"
+#include "bounds.h"
 
 static const char *db_url;
 static const char *sql_dir;

@@ -133,7 +133,7 @@ static enum broker_err run(const struct fx *f, const char *tok, size_t len)
     if (e != BROKER_OK)
         return e;
     e = verify_jwt(&t, f->keys, MASK, T0, LEEWAY);
-    jwt_free(&t);
+    jwt_release(&t);
     return e;
 }
 
@@ -376,7 +376,7 @@ static void test_alg_header_swap(void **state)
     assert_int_equal(jwt_parse((uint8_t *)tok, strlen(tok), &t), BROKER_OK);
     assert_int_equal(verify_jwt(&t, f->keys, JWT_ALG_BIT(JWT_ALG_RS512) | MASK, T0, LEEWAY),
                      BROKER_ERR_BAD_SIGNATURE);
-    jwt_free(&t);
+    jwt_release(&t);
     free(tok);
     free(hdr);
 }

@@ -52,7 +52,7 @@ static void expect(const char *s, enum broker_err want)
     if (e != want)
         fail_msg("token %.80s: got %s, want %s", s, broker_strerror(e), broker_strerror(want));
     if (e == BROKER_OK)
-        jwt_free(&t);
+        jwt_release(&t);
     else
         assert_empty(&t);
 }
@@ -98,7 +98,7 @@ static void test_real_tokens(void **state)
         assert_ptr_equal(t.signing_input, s);
         assert_int_equal(t.signing_input_len, (size_t)(strrchr(s, '.') - s));
         assert_int_equal(t.sig_len, v[i].alg == JWT_ALG_ES256 ? 64 : v[i].alg == JWT_ALG_HS256 ? 32 : 256);
-        jwt_free(&t);
+        jwt_release(&t);
         free(s);
     }
 }
@@ -131,7 +131,7 @@ static void test_good_synthetic(void **state)
     assert_string_equal(t.iss, "https://issuer.example");
     assert_int_equal(t.sig_len, 9);
     assert_memory_equal(t.sig, "signature", 9);
-    jwt_free(&t);
+    jwt_release(&t);
     assert_empty(&t);
 }
 
@@ -226,7 +226,7 @@ static void test_json_shape(void **state)
     struct jwt t;
     assert_int_equal(parse(tok("{\"alg\":\"RS256\",\"kid\":\"\"}", PL), &t), BROKER_OK);
     assert_null(t.kid); /* "" names no key */
-    jwt_free(&t);
+    jwt_release(&t);
 }
 
 static void test_kid_length(void **state)
@@ -239,7 +239,7 @@ static void test_kid_length(void **state)
     snprintf(hdr, sizeof(hdr), "{\"alg\":\"RS256\",\"kid\":\"%s\"}", kid);
     assert_int_equal(parse(tok(hdr, PL), &t), BROKER_OK);
     assert_int_equal(strlen(t.kid), BROKER_MAX_KID_LEN);
-    jwt_free(&t);
+    jwt_release(&t);
     kid[BROKER_MAX_KID_LEN] = 'k';
     kid[BROKER_MAX_KID_LEN + 1] = '\0';
     snprintf(hdr, sizeof(hdr), "{\"alg\":\"RS256\",\"kid\":\"%s\"}", kid);
@@ -320,7 +320,7 @@ static void test_size_limits(void **state)
     const char *s = tok(HDR, pl);
     assert_true(strlen(s) <= BROKER_MAX_TOKEN_LEN);
     assert_int_equal(parse(s, &t), BROKER_OK);
-    jwt_free(&t);
+    jwt_release(&t);
     n = strlen(s);
     memset(tokbuf + n, 'A', BROKER_MAX_TOKEN_LEN + 1 - n); /* grow the signature */
     tokbuf[BROKER_MAX_TOKEN_LEN + 1] = '\0';
@@ -344,7 +344,7 @@ static void test_size_limits(void **state)
     enc(sig, BROKER_MAX_SIG_LEN, sigb64);
     assert_int_equal(parse(tok3(HDR, PL, sigb64), &t), BROKER_OK);
     assert_int_equal(t.sig_len, BROKER_MAX_SIG_LEN);
-    jwt_free(&t);
+    jwt_release(&t);
     enc(sig, BROKER_MAX_SIG_LEN + 1, sigb64);
     expect(tok3(HDR, PL, sigb64), BROKER_ERR_TOKEN_MALFORMED);
 }

@@ -939,7 +939,7 @@ static void test_example_documents(void **state)
     /* the demo token shape the demo script mints */
     json_t *claims = json_parse("{\"iss\": \"https://127.0.0.1:9443\", \"aud\": \"https://broker.demo\","
                                 " \"sub\": \"repo:acme/demo:ref:refs/heads/main\", \"repository\": \"acme/demo\","
-                                " \"repository_id\": \"424242\", \"event_name\": \"push\", \"run_id\": \"7\"}");
+                                " \"repository_id\": \"123456789\", \"event_name\": \"push\", \"run_id\": \"7\"}");
     struct policy_input in = {.issuer = policy_set_issuer_by_name(s, "demo"), .claims = claims,
                               .default_audience = "https://broker.demo"};
     struct policy_result out;

@@ -1,8 +1,8 @@
 /* Every input bound in one place. Limits tighten before authentication: an
  * unauthenticated caller can never make Broker buffer, parse or fetch more
  * than these. */
-#ifndef BROKER_LIMITS_H
-#define BROKER_LIMITS_H
+#ifndef BROKER_BOUNDS_H
+#define BROKER_BOUNDS_H
 
 /* HTTP */
 #define BROKER_MAX_BODY 65536              /* request body answered with 413 above this */

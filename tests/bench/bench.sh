@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# `make bench`: POST /v1/token under h2load on loopback, audit on (real PostgreSQL, fsync on).
+# One line per scenario:
+#   bench: scenario=NAME exchanges_per_s=N cpu_us_per_exchange=N floor_us=N ratio=N p50_ms=N p99_ms=N errors=N
+# cpu_us_per_exchange: the broker process's user+system CPU / exchanges (from /proc/PID/stat).
+# floor_us: one RSA-2048 verify + one P-256 sign, measured by `openssl speed` in this run.
+# Rate limits are switched off for the broker under test (one client address sends everything).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BROKER_BIN=${1:-$ROOT/build/broker}
+N=${BENCH_N:-30000}            # exchanges for h2c-reuse
+NTLS=${BENCH_TLS_N:-2000}      # exchanges (= connections) for tls-new
+WORK=$(mktemp -d /tmp/broker-bench.XXXXXX)
+chmod 755 "$WORK"
+. "$ROOT/tests/integration/lib/env.sh"
+cleanup() {
+  [ -n "${BPID:-}" ] && broker_stop "$BPID"
+  issuer_stop "$WORK/issuer"
+  pg_stop "$WORK/pg" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+pg_start "$WORK/pg" >/dev/null
+export BROKER_SQL_DIR="$ROOT/sql" BROKER_KEYS_DIR="$WORK/keys" BROKER_RATE_PER_CONN=0 BROKER_RATE_PER_ADDR=0
+"$BROKER_BIN" migrate >/dev/null
+"$BROKER_BIN" keys generate >/dev/null
+issuer_start "$WORK/issuer" >/dev/null
+"$ROOT/tests/tools/mkcert.sh" "$WORK/tls" >/dev/null
+mkdir -p "$WORK/p"
+cat >"$WORK/p/i.json" <<JSON
+{"issuer": "bench", "url": "$ISSUER_URL", "ca_file": "$WORK/issuer/ca.pem"}
+JSON
+cat >"$WORK/p/d.json" <<'JSON'
+{"identity": "deploy", "scopes": ["secrets:read:demo"], "audiences": ["https://secrets.example.com"],
+ "trust": [{"name": "main", "issuer": "bench", "subject": {"equals": "repo:acme/demo:ref:refs/heads/main"},
+            "claims": {"repository_id": {"equals": "123456789"}, "event_name": {"in": ["push"]}},
+            "claim_mappings": {"repository": "repo"}}]}
+JSON
+"$BROKER_BIN" policy apply "$WORK/p" >/dev/null
+TLS_PORT=$(free_port)
+broker_start bench --tls-listen "127.0.0.1:$TLS_PORT" --tls-cert "$WORK/tls/tls.pem" --tls-key "$WORK/tls/tls.key"
+BPID=$BROKER_PID
+TOKEN=$(mint "$WORK/issuer" --preset github-actions --aud "$BROKER_URL" --ttl 3600)
+printf 'grant_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Agrant-type%%3Atoken-exchange&subject_token_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Atoken-type%%3Ajwt&subject_token=%s' "$TOKEN" >"$WORK/body"
+# warm-up: keys fetched, connections to PostgreSQL open
+h2load -n 200 -c 2 -m 4 -d "$WORK/body" -H 'content-type: application/x-www-form-urlencoded' "$BROKER_URL/v1/token" >/dev/null
+
+# floor: openssl speed (single core), µs per RSA-2048 verify + P-256 sign
+speed=$(openssl speed -seconds 2 rsa2048 ecdsap256 2>/dev/null)
+rsa_v=$(awk '/^rsa 2048 bits/{print $7}' <<<"$speed")
+ec_s=$(awk '/256 bits ecdsa \(nistp256\)/{print $7}' <<<"$speed")
+FLOOR=$(awk -v a="$rsa_v" -v b="$ec_s" 'BEGIN{printf "%.1f", 1e6/a + 1e6/b}')
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$BPID/stat"; }
+HZ=$(getconf CLK_TCK)
+
+run() { # NAME EXCHANGES h2load-args...
+  local name=$1 n=$2; shift 2
+  local t0 t1 out
+  rm -f "$WORK/h2load.log"
+  t0=$(cpu_ticks)
+  out=$(h2load "$@" --log-file="$WORK/h2load.log" -d "$WORK/body" -H 'content-type: application/x-www-form-urlencoded' 2>&1)
+  t1=$(cpu_ticks)
+  local rps ok errs
+  rps=$(awk '/^finished in/{gsub(",","",$4); print $4}' <<<"$out")
+  ok=$(awk '$2==200' "$WORK/h2load.log" | wc -l)
+  errs=$((n - ok))
+  # per-request latency (µs) is the 3rd column of h2load's log
+  read -r p50 p99 < <(awk '{print $3}' "$WORK/h2load.log" | sort -n | awk '{a[NR]=$1} END{printf "%.2f %.2f\n", a[int(NR*0.5)]/1000, a[int(NR*0.99)]/1000}')
+  local cpu
+  cpu=$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="$ok" 'BEGIN{ if (n == 0) print 0; else printf "%.1f", d * 1e6 / hz / n }')
+  local ratio
+  ratio=$(awk -v c="$cpu" -v f="$FLOOR" 'BEGIN{printf "%.2f", c / f}')
+  echo "bench: scenario=$name exchanges_per_s=${rps%.*} cpu_us_per_exchange=$cpu floor_us=$FLOOR ratio=$ratio p50_ms=$p50 p99_ms=$p99 errors=$errs"
+}
+
+run h2c-reuse "$N" -n "$N" -c 8 -m 16 "$BROKER_URL/v1/token"
+run tls-new "$NTLS" -n "$NTLS" -c "$NTLS" -m 1 "https://127.0.0.1:$TLS_PORT/v1/token"
+resumed=$(
+  openssl s_client -connect "127.0.0.1:$TLS_PORT" -CAfile "$WORK/tls/ca.pem" -sess_out "$WORK/sess" </dev/null >/dev/null 2>&1
+  openssl s_client -connect "127.0.0.1:$TLS_PORT" -CAfile "$WORK/tls/ca.pem" -sess_in "$WORK/sess" </dev/null 2>/dev/null | grep -c '^Reused')
+echo "bench: tls_session_resumption=$([ "$resumed" -ge 1 ] && echo supported || echo no)"
