@@ -12,8 +12,8 @@ export BROKER_FIXTURES=${BROKER_FIXTURES:-$ROOT/../shared/fixtures/real-oidc}
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  wait 2>/dev/null
   issuer_stop "$WORK/issuer"
+  wait 2>/dev/null
   pg_stop "$WORK/pg" >/dev/null 2>&1
   if [ "${KEEP_WORK:-0}" = 1 ] || [ $T_FAIL -gt 0 ]; then echo "# work dir kept: $WORK"; else rm -rf "$WORK"; fi
 }

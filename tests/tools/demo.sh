@@ -12,8 +12,8 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
   issuer_stop "$WORK/issuer"
+  wait 2>/dev/null || true
   pg_stop "$WORK/pg" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -71,15 +71,17 @@ RID=$(tr -d '\r' <"$WORK/headers.txt" | awk 'tolower($1)=="x-request-id:"{print 
 ADMIN=$("$BROKER_BIN" admin-token create --name "demo-$(date +%s)")
 curl -sS -H "authorization: Bearer $ADMIN" "http://$BROKER_LISTEN/v1/audit/$RID" | jq -C .
 
-say "A denied exchange (wrong branch): the client learns the kind, the audit says which condition"
+say "A denied exchange: same repository name, different repository_id (deleted and re-created by someone else)"
+echo "The client learns the kind of failure; the audit record says which condition failed and why."
 BAD=$($PY "$ISSUER_PY" mint "$WORK/issuer" --preset github-actions --iss "$ISSUER_URL" --aud "$BROKER_ISSUER" \
-  --sub repo:acme/demo:ref:refs/heads/feature)
+  --claims '{"repository_id": "987654321"}')
 DENY=$(curl -sS --http2-prior-knowledge "http://$BROKER_LISTEN/v1/token" \
   --data-urlencode "grant_type=urn:ietf:params:oauth:grant-type:token-exchange" \
   --data-urlencode "subject_token_type=urn:ietf:params:oauth:token-type:jwt" --data-urlencode "subject_token=$BAD")
 jq -C . <<<"$DENY"
 curl -sS -H "authorization: Bearer $ADMIN" "http://$BROKER_LISTEN/v1/audit/$(jq -r .request_id <<<"$DENY")" |
   jq -C '{result, reason, identity: .explanation.policies[0].identity, policy: .explanation.policies[0].policy,
-          first_failed: .explanation.policies[0].first_failed}'
+          first_failed: .explanation.policies[0].first_failed,
+          failed: [.explanation.policies[0].conditions[] | select(.result == false)]}'
 
 say "Stopping (SIGTERM drains in-flight requests)"
