@@ -117,7 +117,7 @@ enum broker_err config_from_env(struct config *c, char *err, size_t errlen)
 enum broker_err config_from_args(struct config *c, int argc, char **argv, char *err, size_t errlen)
 {
     int issuer_set = getenv("BROKER_ISSUER") != NULL && *getenv("BROKER_ISSUER");
-    for (int i = 0; i < argc; i++) {
+    for (int i = 0; i < argc; i += 2) { /* --name value pairs */
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (v == NULL) {
             snprintf(err, errlen, "%s: missing value", k);
@@ -149,7 +149,6 @@ enum broker_err config_from_args(struct config *c, int argc, char **argv, char *
         }
         if (e != BROKER_OK)
             return e;
-        i++;
     }
     if (!issuer_set)
         default_issuer(c);

@@ -78,6 +78,6 @@ run() { # NAME EXCHANGES h2load-args...
 run h2c-reuse "$N" -n "$N" -c 8 -m 16 "$BROKER_URL/v1/token"
 run tls-new "$NTLS" -n "$NTLS" -c "$NTLS" -m 1 "https://127.0.0.1:$TLS_PORT/v1/token"
 resumed=$(
-  openssl s_client -connect "127.0.0.1:$TLS_PORT" -CAfile "$WORK/tls/ca.pem" -sess_out "$WORK/sess" </dev/null >/dev/null 2>&1
+  sleep 1 | openssl s_client -connect "127.0.0.1:$TLS_PORT" -CAfile "$WORK/tls/ca.pem" -sess_out "$WORK/sess" >/dev/null 2>&1
   openssl s_client -connect "127.0.0.1:$TLS_PORT" -CAfile "$WORK/tls/ca.pem" -sess_in "$WORK/sess" </dev/null 2>/dev/null | grep -c '^Reused')
 echo "bench: tls_session_resumption=$([ "$resumed" -ge 1 ] && echo supported || echo no)"

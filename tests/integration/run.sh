@@ -6,6 +6,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BROKER_BIN=${BROKER_BIN:-$ROOT/build/broker}
 WORK=$(mktemp -d /tmp/broker-it.XXXXXX)
 chmod 755 "$WORK"
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$ROOT/tests/lsan.supp:print_suppressions=0}
 export BROKER_FIXTURES=${BROKER_FIXTURES:-$ROOT/../shared/fixtures/real-oidc}
 . "$ROOT/tests/integration/lib/tap.sh"
 . "$ROOT/tests/integration/lib/env.sh"
@@ -233,7 +234,8 @@ out=$(curl -sS --cacert "$CA" --http2 -o /dev/null -w '%{http_code} %{http_versi
   --data-urlencode subject_token_type=urn:ietf:params:oauth:token-type:jwt --data-urlencode "subject_token=$tok" "$TLS_URL/v1/token")
 t_eq "TLS + ALPN h2 exchange" "200 2" "$out"
 t_eq "TLS + HTTP/1.1 fallback" "200 1.1" "$(curl -sS --cacert "$CA" --http1.1 -o /dev/null -w '%{http_code} %{http_version}' "$TLS_URL/healthz")"
-openssl s_client -connect "127.0.0.1:$TLS_PORT" -sess_out "$WORK/sess.pem" -CAfile "$CA" </dev/null >/dev/null 2>&1
+# keep the first connection open a moment: TLS 1.3 tickets arrive after the handshake
+sleep 1 | openssl s_client -connect "127.0.0.1:$TLS_PORT" -sess_out "$WORK/sess.pem" -CAfile "$CA" >/dev/null 2>&1
 t_match "TLS session resumption" "Reused" "$(openssl s_client -connect "127.0.0.1:$TLS_PORT" -sess_in "$WORK/sess.pem" -CAfile "$CA" </dev/null 2>/dev/null | grep -E '^(New|Reused)')"
 broker_stop "$BROKER_PID"
 BROKER_URL=$SAVE_URL BROKER_PID=$SAVE_PID
