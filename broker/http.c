@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 #include "bounds.h"
+#include "keys.h"
+#include "verify.h"
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
@@ -365,6 +367,9 @@ static void *loop_main(void *arg)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     while (!atomic_load(&stopping))
         h2o_evloop_run(loop->ctx.loop, 200);
+    /* per-thread crypto contexts of the handlers that ran here */
+    verify_thread_cleanup();
+    keys_thread_cleanup();
     return NULL;
 }
 

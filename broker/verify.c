@@ -1,5 +1,5 @@
 /* Signature and time-window checks. OpenSSL EVP only; keys arrive pre-parsed from jwks.c,
- * so a verification costs one EVP context and the public-key operation itself. */
+ * so a verification costs a digest and the public-key operation on a per-thread cached context. */
 #include <string.h>
 #include <limits.h> /* before openssl/err.h: OpenSSL 3.0's err.h uses INT_MAX without it */
 #include <openssl/bn.h>
@@ -8,6 +8,7 @@
 #include <openssl/err.h>
 #include <openssl/hmac.h>
 #include <openssl/rsa.h>
+#include <pthread.h>
 #include "verify.h"
 
 /* Largest DER ECDSA-Sig-Value: P-521, two 67-byte INTEGERs with headers, long-form length. */
@@ -89,28 +90,87 @@ done:
     return err;
 }
 
-static enum broker_err evp_verify(EVP_PKEY *pkey, const EVP_MD *md, bool pss, const uint8_t *msg, size_t msg_len,
-                                  const uint8_t *sig, size_t sig_len)
-{
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    EVP_PKEY_CTX *pctx = NULL;
-    enum broker_err err = BROKER_ERR_INTERNAL;
+/* Per-thread verification contexts, one per (key, alg), initialised once: EVP_DigestVerifyInit
+ * costs about as much as an RSA-2048 verify itself (provider fetches, key export). A cached
+ * context holds a reference to its key, so a key's address cannot be reused while cached. */
+#define VERIFY_CACHE_SLOTS 8
+struct verify_slot {
+    const EVP_PKEY *pkey;
+    enum jwt_alg alg;
+    EVP_PKEY_CTX *ctx;
+};
+static _Thread_local struct verify_slot verify_cache[VERIFY_CACHE_SLOTS];
+static _Thread_local unsigned verify_cache_next;
 
-    if (ctx == NULL) {
-        err = BROKER_ERR_NOMEM;
-        goto done;
+void verify_thread_cleanup(void)
+{
+    for (unsigned i = 0; i < VERIFY_CACHE_SLOTS; i++) {
+        EVP_PKEY_CTX_free(verify_cache[i].ctx);
+        verify_cache[i] = (struct verify_slot){0};
     }
-    if (EVP_DigestVerifyInit(ctx, &pctx, md, NULL, pkey) != 1)
-        goto done;
+}
+
+static EVP_PKEY_CTX *verify_ctx(EVP_PKEY *pkey, enum jwt_alg alg, const EVP_MD *md, bool pss)
+{
+    for (unsigned i = 0; i < VERIFY_CACHE_SLOTS; i++)
+        if (verify_cache[i].pkey == pkey && verify_cache[i].alg == alg && verify_cache[i].ctx != NULL)
+            return verify_cache[i].ctx;
+    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
+    if (c == NULL || EVP_PKEY_verify_init(c) != 1 || EVP_PKEY_CTX_set_signature_md(c, md) != 1)
+        goto fail;
     /* JWS PS*: MGF1 with the same hash and a salt exactly as long as the hash (RFC 7518 §3.5). */
-    if (pss && (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
-                EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) != 1 ||
-                EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, md) != 1))
-        goto done;
-    err = EVP_DigestVerify(ctx, sig, sig_len, msg, msg_len) == 1 ? BROKER_OK : BROKER_ERR_BAD_SIGNATURE;
-done:
-    EVP_MD_CTX_free(ctx);
-    return err;
+    if (pss && (EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_PSS_PADDING) != 1 ||
+                EVP_PKEY_CTX_set_rsa_pss_saltlen(c, RSA_PSS_SALTLEN_DIGEST) != 1 ||
+                EVP_PKEY_CTX_set_rsa_mgf1_md(c, md) != 1))
+        goto fail;
+    struct verify_slot *s = &verify_cache[verify_cache_next++ % VERIFY_CACHE_SLOTS];
+    EVP_PKEY_CTX_free(s->ctx);
+    *s = (struct verify_slot){.pkey = pkey, .alg = alg, .ctx = c};
+    return c;
+fail:
+    EVP_PKEY_CTX_free(c);
+    return NULL;
+}
+
+/* Digests fetched once: the legacy EVP_sha256() objects trigger an implicit fetch per use. */
+static EVP_MD *fetched_md[3];
+static pthread_once_t md_once = PTHREAD_ONCE_INIT;
+
+static void fetch_mds(void)
+{
+    fetched_md[0] = EVP_MD_fetch(NULL, "SHA256", NULL);
+    fetched_md[1] = EVP_MD_fetch(NULL, "SHA384", NULL);
+    fetched_md[2] = EVP_MD_fetch(NULL, "SHA512", NULL);
+}
+
+static const EVP_MD *fast_md(const EVP_MD *md)
+{
+    pthread_once(&md_once, fetch_mds);
+    int bits = EVP_MD_get_size(md) * 8;
+    const EVP_MD *f = bits == 256 ? fetched_md[0] : bits == 384 ? fetched_md[1] : bits == 512 ? fetched_md[2] : NULL;
+    return f != NULL ? f : md;
+}
+
+static enum broker_err evp_verify(EVP_PKEY *pkey, enum jwt_alg alg, const EVP_MD *md, bool pss, const uint8_t *msg,
+                                  size_t msg_len, const uint8_t *sig, size_t sig_len)
+{
+    enum broker_err err = BROKER_ERR_INTERNAL;
+    if (md == NULL) { /* EdDSA: one-shot over the message, no pre-hash */
+        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+        if (ctx == NULL)
+            return BROKER_ERR_NOMEM;
+        if (EVP_DigestVerifyInit(ctx, NULL, NULL, NULL, pkey) == 1)
+            err = EVP_DigestVerify(ctx, sig, sig_len, msg, msg_len) == 1 ? BROKER_OK : BROKER_ERR_BAD_SIGNATURE;
+        EVP_MD_CTX_free(ctx);
+        return err;
+    }
+    md = fast_md(md);
+    uint8_t dgst[EVP_MAX_MD_SIZE];
+    unsigned dlen = 0;
+    EVP_PKEY_CTX *c = verify_ctx(pkey, alg, md, pss);
+    if (c == NULL || EVP_Digest(msg, msg_len, dgst, &dlen, md, NULL) != 1)
+        return err;
+    return EVP_PKEY_verify(c, sig, sig_len, dgst, dlen) == 1 ? BROKER_OK : BROKER_ERR_BAD_SIGNATURE;
 }
 
 enum broker_err verify_signature(const struct jwk *key, enum jwt_alg alg, const uint8_t *msg, size_t msg_len,
@@ -135,15 +195,15 @@ enum broker_err verify_signature(const struct jwk *key, enum jwt_alg alg, const 
             err = BROKER_ERR_BAD_SIGNATURE;
             break;
         }
-        err = evp_verify(key->pkey, md, alg >= JWT_ALG_PS256 && alg <= JWT_ALG_PS512, msg, msg_len, sig, sig_len);
+        err = evp_verify(key->pkey, alg, md, alg >= JWT_ALG_PS256 && alg <= JWT_ALG_PS512, msg, msg_len, sig, sig_len);
         break;
     case JWK_EC_P256: case JWK_EC_P384: case JWK_EC_P521:
         if ((err = ecdsa_to_der(sig, sig_len, ec_clen[key->type], der, &der_len)) != BROKER_OK)
             break;
-        err = evp_verify(key->pkey, md, false, msg, msg_len, der, der_len);
+        err = evp_verify(key->pkey, alg, md, false, msg, msg_len, der, der_len);
         break;
     case JWK_OKP_ED25519:
-        err = sig_len == 64 ? evp_verify(key->pkey, NULL, false, msg, msg_len, sig, sig_len)
+        err = sig_len == 64 ? evp_verify(key->pkey, alg, NULL, false, msg, msg_len, sig, sig_len)
                             : BROKER_ERR_BAD_SIGNATURE;
         break;
     default:

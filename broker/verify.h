@@ -25,4 +25,7 @@ enum broker_err verify_times(const json_t *claims, int64_t now, int64_t leeway_s
 enum broker_err verify_jwt(const struct jwt *t, const struct jwks *keys, uint32_t allowed_algs, int64_t now,
                            int64_t leeway_s) BROKER_WUR;
 
+/* Free this thread's cached verification contexts (call before a thread that verified exits). */
+void verify_thread_cleanup(void);
+
 #endif
