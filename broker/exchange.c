@@ -3,6 +3,7 @@
  * row has been committed (fail closed). The one table mapping internal errors to HTTP status
  * and OAuth error lives here. */
 #include "exchange.h"
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,6 +99,25 @@ struct xjob {
     char minted[BROKER_MAX_MINTED_LEN];
 };
 
+/* Jobs are ~12 KiB (token and signature buffers): recycled per loop thread rather than
+ * calloc'ed and freed per request. A job is allocated and freed on its loop's thread only. */
+#define JOB_POOL_MAX 64
+static _Thread_local struct xjob *job_pool[JOB_POOL_MAX];
+static _Thread_local unsigned job_pool_n;
+
+static struct xjob *job_new(void)
+{
+    struct xjob *j = job_pool_n > 0 ? job_pool[--job_pool_n] : malloc(sizeof(*j));
+    if (j == NULL)
+        return NULL;
+    /* everything before the large buffers; those are written before they are read */
+    memset(j, 0, offsetof(struct xjob, scope));
+    j->scope[0] = '\0';
+    j->expires_in = 0;
+    j->minted_len = 0;
+    return j;
+}
+
 static void job_free(struct xjob *j)
 {
     http_defer_release(j->defer);
@@ -107,7 +127,16 @@ static void job_free(struct xjob *j)
         policy_set_unref(j->set);
     audit_record_clear(&j->audit.rec);
     OPENSSL_cleanse(j->minted, j->minted_len);
-    free(j);
+    if (job_pool_n < JOB_POOL_MAX)
+        job_pool[job_pool_n++] = j;
+    else
+        free(j);
+}
+
+void exchange_thread_cleanup(void)
+{
+    while (job_pool_n > 0)
+        free(job_pool[--job_pool_n]);
 }
 
 static char *dup_str(const char *s)
@@ -444,7 +473,7 @@ int exchange_handle(struct http_request *r)
         return 0;
     }
 
-    struct xjob *j = calloc(1, sizeof(*j));
+    struct xjob *j = job_new();
     if (j == NULL) {
         http_respond_error(r, 500, "server_error", "out of memory");
         return 0;

@@ -6,5 +6,7 @@
 /* Set once at start-up: the broker's own issuer URL (iss of minted tokens, default audience). */
 void exchange_init(const char *issuer);
 int exchange_handle(struct http_request *r);
+/* Free this loop thread's recycled jobs (at thread exit). */
+void exchange_thread_cleanup(void);
 
 #endif

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "bounds.h"
+#include "exchange.h"
 #include "keys.h"
 #include "verify.h"
 #include "log.h"
@@ -370,6 +371,7 @@ static void *loop_main(void *arg)
     /* per-thread crypto contexts of the handlers that ran here */
     verify_thread_cleanup();
     keys_thread_cleanup();
+    exchange_thread_cleanup();
     return NULL;
 }
 

@@ -75,7 +75,10 @@ run() { # NAME EXCHANGES h2load-args...
   echo "bench: scenario=$name exchanges_per_s=${rps%.*} cpu_us_per_exchange=$cpu floor_us=$FLOOR ratio=$ratio p50_ms=$p50 p99_ms=$p99 errors=$errs"
 }
 
+# BENCH_PERF=FILE records a CPU profile of the broker during h2c-reuse (perf record -g)
+[ -n "${BENCH_PERF:-}" ] && { perf record -g -o "$BENCH_PERF" -p "$BPID" >/dev/null 2>&1 & PERFPID=$!; sleep 0.5; }
 run h2c-reuse "$N" -n "$N" -c 8 -m 16 "$BROKER_URL/v1/token"
+[ -n "${BENCH_PERF:-}" ] && { kill -INT "$PERFPID"; wait "$PERFPID" 2>/dev/null || true; }
 run tls-new "$NTLS" -n "$NTLS" -c "$NTLS" -m 1 "https://127.0.0.1:$TLS_PORT/v1/token"
 resumed=$(
   sleep 1 | openssl s_client -connect "127.0.0.1:$TLS_PORT" -CAfile "$WORK/tls/ca.pem" -sess_out "$WORK/sess" >/dev/null 2>&1
