@@ -4,6 +4,7 @@
 #include <string.h>
 #include "jwt.h"
 #include "b64.h"
+#include "json.h"
 
 static const char *const alg_names[JWT_ALG__COUNT] = {
     [JWT_ALG_RS256] = "RS256", [JWT_ALG_RS384] = "RS384", [JWT_ALG_RS512] = "RS512",
@@ -31,42 +32,19 @@ const char *jwt_alg_name(enum jwt_alg alg)
     return alg_names[alg];
 }
 
-/* Nesting depth of JSON text, counted lexically before jansson sees it: for any text jansson
- * accepts this equals the real depth, and a hostile "[[[[..." is refused without allocating. */
-static bool json_depth_ok(const uint8_t *p, size_t len, size_t max_depth)
-{
-    size_t depth = 0;
-    bool in_str = false;
-
-    for (size_t i = 0; i < len; i++) {
-        uint8_t c = p[i];
-        if (in_str) {
-            if (c == '\\')
-                i++; /* the escaped byte can never end the string */
-            else if (c == '"')
-                in_str = false;
-        } else if (c == '"') {
-            in_str = true;
-        } else if (c == '{' || c == '[') {
-            if (++depth > max_depth)
-                return false;
-        } else if ((c == '}' || c == ']') && depth > 0) {
-            depth--;
-        }
-    }
-    return true;
-}
-
 json_t *jwt_json_load_strict(const uint8_t *p, size_t len, size_t max_depth)
 {
-    json_error_t jerr;
+    /* Duplicate keys are ambiguous ({"alg":"RS256","alg":"none"}): json_parse_strict refuses
+     * them, stops at max_depth before opening a deeper container, and refuses "\u0000", so C
+     * strings from it are whole. Only an object or array is a document here (as with json_loadb
+     * without JSON_DECODE_ANY, which this replaced). */
+    json_t *j = json_parse_strict(p, len, max_depth);
 
-    if (!json_depth_ok(p, len, max_depth))
-        return NULL;
-    /* Duplicate keys are ambiguous ({"alg":"RS256","alg":"none"}): refuse rather than pick one.
-     * Without JSON_DECODE_ANY jansson accepts only an object or array at top level, and without
-     * JSON_ALLOW_NUL it refuses "\u0000", so C strings from it are whole. */
-    return json_loadb((const char *)p, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (j != NULL && !json_is_object(j) && !json_is_array(j)) {
+        json_decref(j);
+        j = NULL;
+    }
+    return j;
 }
 
 static enum broker_err load_object(const uint8_t *p, size_t len, json_t **out)

@@ -307,7 +307,7 @@ static void test_real_tokens(void **state)
         snprintf(path, sizeof(path), "%s/%s", test_fixtures_dir(), dirs[d]);
         assert_non_null(dir = opendir(path));
         while ((e = readdir(dir)) != NULL) {
-            size_t l = strlen(e->d_name), tlen;
+            size_t l = strlen(e->d_name), tlen = 0;
             if (l < 5 || (strcmp(e->d_name + l - 4, ".jwt") != 0 && strcmp(e->d_name + l - 4, ".jws") != 0))
                 continue;
             snprintf(path, sizeof(path), "%s/%s", dirs[d], e->d_name);
