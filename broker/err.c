@@ -38,6 +38,8 @@ static const char *const names[BROKER_ERR__COUNT] = {
     [BROKER_ERR_DB] = "database",
     [BROKER_ERR_AUDIT_UNAVAILABLE] = "audit_unavailable",
     [BROKER_ERR_NOT_READY] = "not_ready",
+    [BROKER_ERR_PRECONDITION_FAILED] = "precondition_failed",
+    [BROKER_ERR_CONFLICT] = "conflict",
 };
 
 const char *broker_strerror(enum broker_err e)

@@ -51,6 +51,10 @@ enum broker_err {
     BROKER_ERR_AUDIT_UNAVAILABLE,
     BROKER_ERR_NOT_READY,           /* policies or keys not loaded yet */
 
+    /* admin API */
+    BROKER_ERR_PRECONDITION_FAILED, /* If-Match / If-None-Match does not hold */
+    BROKER_ERR_CONFLICT,            /* the change would break a reference (issuer still in use) */
+
     BROKER_ERR__COUNT
 };
 
