@@ -1150,3 +1150,367 @@ enum broker_err store_admin_token_revoke(struct store *st, const char *name)
     PQclear(res);
     return found ? BROKER_OK : BROKER_ERR_NOT_FOUND;
 }
+
+/* ---- admin API: one document at a time, with ETags ---- */
+
+#define DOC_ETAG "substr(encode(sha256(convert_to(doc::text, 'UTF8')), 'hex'), 1, 32)"
+#define DOC_RETURNING " RETURNING doc::text, " DOC_ETAG ", version::text"
+
+/* Columns of get/insert/update: doc text, etag, version; of lock: doc text, etag, equal, version. */
+struct doc_admin_sql {
+    const char *get;      /* $1 name */
+    const char *lock;     /* $1 name, $2 doc: the row locked, and whether it equals $2 */
+    const char *insert;   /* $1 name, $2 doc */
+    const char *update;
+    const char *remove;   /* $1 name */
+    const char *list;     /* one row: a JSON array */
+};
+#define DOC_ADMIN_SQL(t)                                                                                       \
+    {"SELECT doc::text, " DOC_ETAG ", version::text FROM " t " WHERE name = $1",                               \
+     "SELECT doc::text, " DOC_ETAG ", doc = $2::jsonb, version::text FROM " t " WHERE name = $1 FOR UPDATE",    \
+     "INSERT INTO " t " (name, doc, updated_at, version) VALUES ($1, $2::jsonb, now(), 1)" DOC_RETURNING,      \
+     "UPDATE " t " SET doc = $2::jsonb, updated_at = now(), version = version + 1 WHERE name = $1" DOC_RETURNING, \
+     "DELETE FROM " t " WHERE name = $1",                                                                      \
+     "SELECT coalesce(json_agg(json_build_object('name', name, 'etag', " DOC_ETAG ", 'version', version, "      \
+     "'updated_at', to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), 'document', "  \
+     "doc) ORDER BY name COLLATE \"C\"), '[]')::text FROM " t}
+static const struct doc_admin_sql doc_admin_sql[2] = {DOC_ADMIN_SQL("issuers"), DOC_ADMIN_SQL("identities")};
+
+/* Identities whose trust policies name issuer $1 (at most 10, for the message). */
+static const char doc_issuer_refs_sql[] =
+    "SELECT string_agg(name, ', ' ORDER BY name COLLATE \"C\") FROM (SELECT name FROM identities WHERE EXISTS "
+    "(SELECT 1 FROM jsonb_array_elements(CASE jsonb_typeof(doc->'trust') WHEN 'array' THEN doc->'trust' ELSE "
+    "'[]'::jsonb END) AS t(p) WHERE p->>'issuer' = $1) ORDER BY name COLLATE \"C\" LIMIT 10) s";
+
+void store_doc_clear(struct store_doc *d)
+{
+    if (!d)
+        return;
+    free(d->text);
+    memset(d, 0, sizeof(*d));
+}
+
+static int doc_kind_index(const char *kind)
+{
+    for (int i = 0; i < 2; i++)
+        if (kind && strcmp(kind, doc_kinds[i].kind) == 0)
+            return i;
+    return -1;
+}
+
+/* Row 0 of res: text in column 0, etag in 1, version in vcol. */
+static enum broker_err doc_from_row(struct store *st, const PGresult *res, int vcol, struct store_doc *d)
+{
+    store_doc_clear(d);
+    const char *etag = PQgetvalue(res, 0, 1);
+    if (strlen(etag) != STORE_ETAG_HEX || !parse_i64(PQgetvalue(res, 0, vcol), &d->version)) {
+        snprintf(st->err, sizeof(st->err), "document: unreadable row");
+        return BROKER_ERR_DB;
+    }
+    memcpy(d->etag, etag, STORE_ETAG_HEX + 1);
+    if (!(d->text = strdup(PQgetvalue(res, 0, 0))))
+        return BROKER_ERR_NOMEM;
+    return BROKER_OK;
+}
+
+enum broker_err store_doc_get(struct store *st, const char *kind, const char *name, struct store_doc *out)
+{
+    enum broker_err rc = BROKER_ERR_DB;
+    int ki = doc_kind_index(kind);
+    const char *v[1] = {name};
+    PGresult *res = NULL;
+
+    memset(out, 0, sizeof(*out));
+    if (ki < 0 || !name) {
+        snprintf(st->err, sizeof(st->err), "document get: bad arguments");
+        return BROKER_ERR_INTERNAL;
+    }
+    if (store_ready(st) != BROKER_OK)
+        return BROKER_ERR_DB;
+    if (!(res = store_exec(st, "document get", doc_admin_sql[ki].get, 1, v, NULL, NULL, PGRES_TUPLES_OK)))
+        goto cleanup;
+    rc = PQntuples(res) == 1 ? doc_from_row(st, res, 2, out) : BROKER_ERR_NOT_FOUND;
+cleanup:
+    PQclear(res);
+    return rc;
+}
+
+enum broker_err store_doc_list(struct store *st, const char *kind, json_t **out)
+{
+    enum broker_err rc = BROKER_ERR_DB;
+    int ki = doc_kind_index(kind);
+    PGresult *res = NULL;
+
+    *out = NULL;
+    if (ki < 0) {
+        snprintf(st->err, sizeof(st->err), "document list: bad arguments");
+        return BROKER_ERR_INTERNAL;
+    }
+    if (store_ready(st) != BROKER_OK)
+        return BROKER_ERR_DB;
+    if (!(res = store_exec(st, "document list", doc_admin_sql[ki].list, 0, NULL, NULL, NULL, PGRES_TUPLES_OK)))
+        goto cleanup;
+    json_error_t jerr;
+    if (PQntuples(res) != 1 ||
+        !(*out = json_loadb(PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), JSON_REJECT_DUPLICATES, &jerr))) {
+        snprintf(st->err, sizeof(st->err), "document list: unreadable result");
+        goto cleanup;
+    }
+    rc = BROKER_OK;
+cleanup:
+    PQclear(res);
+    return rc;
+}
+
+static bool tag_listed(const char *etag, const char *const *tags, size_t n)
+{
+    for (size_t i = 0; i < n && i < STORE_PRECOND_MAX_TAGS; i++)
+        if (tags[i] && strcmp(tags[i], etag) == 0)
+            return true;
+    return false;
+}
+
+/* etag: the current document's, NULL when it does not exist. */
+static enum broker_err precond_eval(const struct store_precond *p, const char *etag, char *err, size_t errlen)
+{
+    if (!p)
+        return BROKER_OK;
+    if (p->if_match && !etag) {
+        snprintf(err, errlen, "If-Match: the document does not exist");
+        return BROKER_ERR_PRECONDITION_FAILED;
+    }
+    if (p->if_match && !p->match_any && !tag_listed(etag, p->match, p->nmatch)) {
+        snprintf(err, errlen, "If-Match: the document has changed (its ETag is now \"%s\")", etag);
+        return BROKER_ERR_PRECONDITION_FAILED;
+    }
+    if (p->if_none_match && etag && (p->none_any || tag_listed(etag, p->none, p->nnone))) {
+        snprintf(err, errlen, "If-None-Match: the document exists");
+        return BROKER_ERR_PRECONDITION_FAILED;
+    }
+    return BROKER_OK;
+}
+
+/* Run check on the documents as this transaction now sees them, i.e. exactly what a replica
+ * would load after the COMMIT. */
+static enum broker_err doc_check_set(struct store *st, const struct store_doc_check *check, char *err, size_t errlen)
+{
+    json_t *iss = NULL, *ids = NULL;
+    if (!check || !check->fn)
+        return BROKER_OK;
+    enum broker_err rc = store_load_documents(st, &iss, &ids);
+    if (rc == BROKER_OK && (rc = check->fn(check->arg, iss, ids, err, errlen)) != BROKER_OK && rc != BROKER_ERR_NOMEM)
+        rc = BROKER_ERR_INVALID_DOCUMENT;
+    json_decref(iss);
+    json_decref(ids);
+    return rc;
+}
+
+enum broker_err store_doc_put(struct store *st, const char *actor, const char *kind, const json_t *doc,
+                              const struct store_precond *pre, const struct store_doc_check *check,
+                              struct store_doc_result *out)
+{
+    enum broker_err rc = BROKER_ERR_INVALID_DOCUMENT;
+    int ki = doc_kind_index(kind);
+    const char *name = ki >= 0 ? json_string_value(json_object_get(doc, kind)) : NULL;
+    char *text = NULL, *before = NULL;
+    PGresult *res = NULL;
+    json_t *list = NULL;
+
+    out->change = NULL;
+    out->err[0] = '\0';
+    store_doc_clear(&out->doc);
+    if (ki < 0 || !actor || !*actor) {
+        snprintf(out->err, sizeof(out->err), "put document: bad arguments");
+        return BROKER_ERR_INTERNAL;
+    }
+    if (!json_is_object(doc) || !name || !*name || strlen(name) > BROKER_MAX_NAME_LEN) {
+        snprintf(out->err, sizeof(out->err), "\"%s\" must be a name of 1..%d bytes", kind, BROKER_MAX_NAME_LEN);
+        return BROKER_ERR_INVALID_DOCUMENT;
+    }
+    if (!(text = json_dumps(doc, JSON_COMPACT)))
+        return BROKER_ERR_NOMEM;
+    if (strlen(text) > BROKER_MAX_DOC_BYTES) {
+        snprintf(out->err, sizeof(out->err), "document over %d bytes", BROKER_MAX_DOC_BYTES);
+        goto cleanup;
+    }
+    rc = BROKER_ERR_NOMEM;
+    if (!(list = json_array()))
+        goto cleanup;
+    if ((rc = store_ready(st)) != BROKER_OK || (rc = store_cmd(st, "begin", "BEGIN", 0, NULL)) != BROKER_OK ||
+        (rc = policy_lock(st)) != BROKER_OK)
+        goto cleanup;
+    rc = BROKER_ERR_DB;
+    const char *v[2] = {name, text};
+    if (!(res = store_exec(st, "lock document", doc_admin_sql[ki].lock, 2, v, NULL, NULL, PGRES_TUPLES_OK)))
+        goto cleanup;
+    bool exists = PQntuples(res) == 1;
+    if ((rc = precond_eval(pre, exists ? PQgetvalue(res, 0, 1) : NULL, out->err, sizeof(out->err))) != BROKER_OK)
+        goto cleanup;
+    if (exists && strcmp(PQgetvalue(res, 0, 2), "t") == 0) {
+        /* idempotent: nothing to write, audit or announce */
+        if ((rc = doc_from_row(st, res, 3, &out->doc)) != BROKER_OK)
+            goto cleanup;
+        out->change = "unchanged";
+        store_rollback(st);
+        goto cleanup;
+    }
+    if (exists && !(before = strdup(PQgetvalue(res, 0, 0)))) {
+        rc = BROKER_ERR_NOMEM;
+        goto cleanup;
+    }
+    PQclear(res);
+    out->change = exists ? "updated" : "created";
+    res = store_exec(st, "write document", exists ? doc_admin_sql[ki].update : doc_admin_sql[ki].insert, 2, v, NULL,
+                     NULL, PGRES_TUPLES_OK);
+    if (!res || PQntuples(res) != 1) {
+        rc = BROKER_ERR_DB;
+        goto cleanup;
+    }
+    if ((rc = doc_from_row(st, res, 2, &out->doc)) != BROKER_OK ||
+        (rc = doc_check_set(st, check, out->err, sizeof(out->err))) != BROKER_OK ||
+        (rc = doc_change(st, actor, &doc_kinds[ki], name, out->change, before, out->doc.text, list)) != BROKER_OK ||
+        (rc = policy_bump(st)) != BROKER_OK || (rc = store_commit(st)) != BROKER_OK)
+        goto cleanup;
+cleanup:
+    if (rc != BROKER_OK) {
+        store_rollback(st);
+        store_doc_clear(&out->doc);
+        out->change = NULL;
+    }
+    PQclear(res);
+    free(text);
+    free(before);
+    json_decref(list);
+    return rc;
+}
+
+enum broker_err store_doc_delete(struct store *st, const char *actor, const char *kind, const char *name,
+                                 const struct store_precond *pre, const struct store_doc_check *check,
+                                 struct store_doc_result *out)
+{
+    enum broker_err rc = BROKER_ERR_NOMEM;
+    int ki = doc_kind_index(kind);
+    PGresult *res = NULL;
+    json_t *list = NULL;
+
+    out->change = NULL;
+    out->err[0] = '\0';
+    store_doc_clear(&out->doc);
+    if (ki < 0 || !actor || !*actor || !name) {
+        snprintf(out->err, sizeof(out->err), "delete document: bad arguments");
+        return BROKER_ERR_INTERNAL;
+    }
+    if (!(list = json_array()))
+        goto cleanup;
+    if ((rc = store_ready(st)) != BROKER_OK || (rc = store_cmd(st, "begin", "BEGIN", 0, NULL)) != BROKER_OK ||
+        (rc = policy_lock(st)) != BROKER_OK)
+        goto cleanup;
+    rc = BROKER_ERR_DB;
+    const char *v[2] = {name, "null"};
+    if (!(res = store_exec(st, "lock document", doc_admin_sql[ki].lock, 2, v, NULL, NULL, PGRES_TUPLES_OK)))
+        goto cleanup;
+    if (PQntuples(res) == 0) {
+        rc = precond_eval(pre, NULL, out->err, sizeof(out->err));
+        if (rc == BROKER_OK) {
+            snprintf(out->err, sizeof(out->err), "no %s named %s", kind, name);
+            rc = BROKER_ERR_NOT_FOUND;
+        }
+        goto cleanup;
+    }
+    if ((rc = precond_eval(pre, PQgetvalue(res, 0, 1), out->err, sizeof(out->err))) != BROKER_OK ||
+        (rc = doc_from_row(st, res, 3, &out->doc)) != BROKER_OK)
+        goto cleanup;
+    PQclear(res);
+    res = NULL;
+    if (ki == 0) {
+        rc = BROKER_ERR_DB;
+        if (!(res = store_exec(st, "issuer references", doc_issuer_refs_sql, 1, v, NULL, NULL, PGRES_TUPLES_OK)))
+            goto cleanup;
+        if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)) {
+            snprintf(out->err, sizeof(out->err), "issuer %s is still trusted by identity %s", name,
+                     PQgetvalue(res, 0, 0));
+            rc = BROKER_ERR_CONFLICT;
+            goto cleanup;
+        }
+    }
+    out->change = "deleted";
+    if ((rc = store_cmd(st, "delete document", doc_admin_sql[ki].remove, 1, v)) != BROKER_OK)
+        goto cleanup;
+    if ((rc = doc_check_set(st, check, out->err, sizeof(out->err))) != BROKER_OK) {
+        if (rc == BROKER_ERR_INVALID_DOCUMENT)
+            rc = BROKER_ERR_CONFLICT;
+        goto cleanup;
+    }
+    if ((rc = doc_change(st, actor, &doc_kinds[ki], name, "deleted", out->doc.text, NULL, list)) != BROKER_OK ||
+        (rc = policy_bump(st)) != BROKER_OK || (rc = store_commit(st)) != BROKER_OK)
+        goto cleanup;
+cleanup:
+    if (rc != BROKER_OK) {
+        store_rollback(st);
+        store_doc_clear(&out->doc);
+        out->change = NULL;
+    }
+    PQclear(res);
+    json_decref(list);
+    return rc;
+}
+
+/* ---- audit listing ---- */
+
+enum broker_err store_audit_list(struct store *st, const struct store_audit_filter *f, json_t **items,
+                                 int64_t *next_cursor)
+{
+    enum broker_err rc = BROKER_ERR_DB;
+    char lim[16], before[24];
+    PGresult *res = NULL;
+    json_t *arr = NULL;
+
+    *items = NULL;
+    *next_cursor = 0;
+    if (!f || f->limit < 1 || f->limit > STORE_AUDIT_LIST_MAX || f->before_id < 0) {
+        snprintf(st->err, sizeof(st->err), "audit list: bad arguments");
+        return BROKER_ERR_INTERNAL;
+    }
+    if (!(arr = json_array()))
+        return BROKER_ERR_NOMEM;
+    if (store_ready(st) != BROKER_OK)
+        goto cleanup;
+    /* one row more than asked: whether another page follows */
+    snprintf(lim, sizeof(lim), "%d", f->limit + 1);
+    snprintf(before, sizeof(before), "%" PRId64, f->before_id);
+    const char *v[6] = {f->identity, f->result, f->since, f->request_id, f->before_id > 0 ? before : NULL, lim};
+    res = store_exec(st, "audit list",
+                     "SELECT id::text, json_build_object('request_id', request_id, 'at', to_char(at AT TIME ZONE 'UTC', "
+                     "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), 'result', result, 'reason', reason, 'identity', identity, "
+                     "'policy', policy, 'subject_iss', subject_iss, 'subject_sub', subject_sub, 'subject_jti', "
+                     "subject_jti, 'token_jti', token_jti, 'scope', scope, 'audience', audience, 'client_addr', "
+                     "client_addr)::text FROM audit WHERE ($1::text IS NULL OR identity = $1::text) AND ($2::text IS "
+                     "NULL OR result = $2::text) AND ($3::timestamptz IS NULL OR at >= $3::timestamptz) AND ($4::text "
+                     "IS NULL OR request_id = $4::text) AND ($5::bigint IS NULL OR id < $5::bigint) ORDER BY id DESC "
+                     "LIMIT $6::int",
+                     6, v, NULL, NULL, PGRES_TUPLES_OK);
+    if (!res)
+        goto cleanup;
+    int rows = PQntuples(res), n = rows > f->limit ? f->limit : rows;
+    for (int i = 0; i < n; i++) {
+        json_error_t jerr;
+        json_t *rec = json_loadb(PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1), 0, &jerr);
+        if (!rec || json_array_append_new(arr, rec) != 0) {
+            snprintf(st->err, sizeof(st->err), "audit list: unreadable row");
+            goto cleanup;
+        }
+    }
+    if (rows > f->limit && !parse_i64(PQgetvalue(res, n - 1, 0), next_cursor)) {
+        snprintf(st->err, sizeof(st->err), "audit list: unreadable id");
+        goto cleanup;
+    }
+    *items = arr;
+    arr = NULL;
+    rc = BROKER_OK;
+cleanup:
+    if (rc != BROKER_OK)
+        *next_cursor = 0;
+    PQclear(res);
+    json_decref(arr);
+    return rc;
+}

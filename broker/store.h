@@ -84,4 +84,83 @@ enum broker_err store_admin_token_check(struct store *st, const uint8_t hash[32]
  * no unrevoked token has that name. */
 enum broker_err store_admin_token_revoke(struct store *st, const char *name) BROKER_WUR;
 
+/* ---- admin API: one document at a time, with ETags ----
+ * A document's ETag value is the first 32 hex digits of SHA-256 of its stored text (PostgreSQL's
+ * canonical jsonb text, which is also what store_doc_get returns): equal documents have equal
+ * ETags, so a delete and re-create cannot make a stale ETag match different content. */
+#define STORE_ETAG_HEX 32
+#define STORE_PRECOND_MAX_TAGS 8
+
+struct store_doc {
+    char etag[STORE_ETAG_HEX + 1];
+    int64_t version;          /* the row's version (1 on create, +1 per update) */
+    char *text;               /* the stored document (jsonb text), malloc'ed */
+};
+void store_doc_clear(struct store_doc *d);
+
+/* One stored document; kind is "issuer" or "identity". BROKER_ERR_NOT_FOUND when absent. */
+enum broker_err store_doc_get(struct store *st, const char *kind, const char *name, struct store_doc *out) BROKER_WUR;
+/* All documents of a kind as a JSON array sorted by name:
+ * [{"name","etag","version","updated_at" (RFC 3339 UTC),"document"}...]. */
+enum broker_err store_doc_list(struct store *st, const char *kind, json_t **out) BROKER_WUR;
+
+/* HTTP preconditions (RFC 9110 §13), evaluated with the document's row locked. Tags are ETag
+ * values without quotes; weak tags never match an If-Match (strong comparison), so a caller
+ * passes only the strong ones and keeps if_match set. */
+struct store_precond {
+    bool if_match;            /* the document must exist and, unless match_any, carry one of match[] */
+    bool match_any;           /* If-Match: * */
+    const char *match[STORE_PRECOND_MAX_TAGS];
+    size_t nmatch;
+    bool if_none_match;       /* fails when the document exists and (none_any or it carries one of none[]) */
+    bool none_any;            /* If-None-Match: * */
+    const char *none[STORE_PRECOND_MAX_TAGS];
+    size_t nnone;
+};
+
+/* Validates the whole document set a change would produce (arrays of issuer and identity
+ * documents); anything but BROKER_OK refuses the change, with err saying why. */
+struct store_doc_check {
+    enum broker_err (*fn)(void *arg, const json_t *issuers, const json_t *identities, char *err, size_t errlen);
+    void *arg;
+};
+
+struct store_doc_result {
+    const char *change;       /* "created", "updated", "unchanged" or "deleted" (static) */
+    struct store_doc doc;     /* after a put; the deleted document after a delete */
+    char err[1024];           /* why a change was refused */
+};
+
+/* Create or replace one document (its name is its "issuer" / "identity" member) in one
+ * transaction: lock the policy state and the row, evaluate pre, overlay doc on the stored set
+ * and run check on the result, write, record an audit_changes row (who = actor, before, after),
+ * bump policy_state.generation and NOTIFY broker_policy. An equal document is "unchanged":
+ * nothing written (pre still applies). Errors: BROKER_ERR_PRECONDITION_FAILED,
+ * BROKER_ERR_INVALID_DOCUMENT (shape or check; out->err says why), BROKER_ERR_DB, NOMEM; then
+ * nothing changed. out must be zeroed by the caller and released with store_doc_clear(&out->doc). */
+enum broker_err store_doc_put(struct store *st, const char *actor, const char *kind, const json_t *doc,
+                              const struct store_precond *pre, const struct store_doc_check *check,
+                              struct store_doc_result *out) BROKER_WUR;
+/* Delete one document the same way. BROKER_ERR_NOT_FOUND when absent (PRECONDITION_FAILED when
+ * pre->if_match is set); BROKER_ERR_CONFLICT when an identity's trust policy still names the issuer
+ * or check refuses the remaining set (out->err says which). */
+enum broker_err store_doc_delete(struct store *st, const char *actor, const char *kind, const char *name,
+                                 const struct store_precond *pre, const struct store_doc_check *check,
+                                 struct store_doc_result *out) BROKER_WUR;
+
+/* Decisions newest first, for GET /v1/audit. NULL filters match everything. */
+#define STORE_AUDIT_LIST_MAX 1000
+struct store_audit_filter {
+    const char *identity;     /* exact */
+    const char *result;       /* "issued" or "denied" */
+    const char *since;        /* RFC 3339 timestamp (checked by the caller): at >= since */
+    const char *request_id;   /* exact */
+    int64_t before_id;        /* cursor: only rows with a smaller id; 0 = from the newest */
+    int limit;                /* 1..STORE_AUDIT_LIST_MAX */
+};
+/* *items: a JSON array of records as store_audit_get returns them, without "explanation";
+ * *next_cursor: the last row's id when more rows follow, else 0. */
+enum broker_err store_audit_list(struct store *st, const struct store_audit_filter *f, json_t **items,
+                                 int64_t *next_cursor) BROKER_WUR;
+
 #endif
