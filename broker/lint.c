@@ -1,0 +1,976 @@
+/* Lint of trust-policy documents (rules in lint.h). Reads the raw JSON so that it can speak about
+ * documents the validator refuses; the validator's verdict itself is one more finding. Glob and
+ * regex patterns are reduced to a sequence of atoms (literal character, "open" = can match '/' or
+ * ':', "closed" = variable but cannot), on which "where does the name end" and "what may vary
+ * inside it" are answered the same way for both pattern kinds. Pure: no I/O, no clock. */
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "lint.h"
+#include "policy.h"
+#include "policy_cond.h"
+
+#define LINT_GITHUB_URL "https://token.actions.githubusercontent.com"
+
+enum lint_iss { ISS_UNKNOWN, ISS_OTHER, ISS_GITHUB, ISS_GITLAB };
+enum lint_role { ROLE_NONE, ROLE_SUBJECT, ROLE_WHOLE, ROLE_WORKFLOW };
+
+struct lint_ctx {
+    struct lint_report *out;
+    const json_t *issuers;
+    enum lint_doc kind;
+    size_t index;
+    const char *identity, *policy, *issuer;
+    enum broker_err rc;   /* sticky: the first allocation failure */
+};
+
+/* ---- report ---- */
+
+const char *lint_level_name(enum lint_level level)
+{
+    return level == LINT_ERROR ? "error" : "warning";
+}
+
+void lint_report_free(struct lint_report *r)
+{
+    if (!r)
+        return;
+    free(r->items);
+    memset(r, 0, sizeof(*r));
+}
+
+size_t lint_report_count(const struct lint_report *r, enum lint_level level)
+{
+    size_t n = 0;
+    for (size_t i = 0; r && i < r->n; i++)
+        n += r->items[i].level == level;
+    return n;
+}
+
+json_t *lint_finding_json(const struct lint_finding *f)
+{
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "level", lint_level_name(f->level), "rule", f->rule, "message",
+                          f->message, "fix", f->fix);
+    const char *keys[] = {"identity", "policy", "issuer"};
+    const char *vals[] = {f->identity, f->policy, f->issuer};
+    for (size_t i = 0; o && i < 3; i++) {
+        if (vals[i][0] && json_object_set_new(o, keys[i], json_string(vals[i])) != 0) {
+            json_decref(o);
+            o = NULL;
+        }
+    }
+    return o;
+}
+
+/* Copy text into a finding field, printable only (documents that fail validation may hold anything). */
+static void lint_copy(char *dst, size_t cap, const char *src)
+{
+    size_t i = 0;
+    for (; src && src[i] && i + 1 < cap; i++)
+        dst[i] = ((unsigned char)src[i] < 0x20 || src[i] == 0x7f) ? '?' : src[i];
+    dst[i] = 0;
+}
+
+/* A new finding in the current document/identity/policy; NULL (and rc set) when out of memory. */
+static struct lint_finding *lint_new(struct lint_ctx *c, enum lint_level level, const char *rule)
+{
+    struct lint_report *r = c->out;
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 16;
+        struct lint_finding *p = realloc(r->items, cap * sizeof(*p));
+        if (!p) {
+            c->rc = BROKER_ERR_NOMEM;
+            return NULL;
+        }
+        r->items = p;
+        r->cap = cap;
+    }
+    struct lint_finding *f = &r->items[r->n++];
+    memset(f, 0, sizeof(*f));
+    f->level = level;
+    f->doc_kind = c->kind;
+    f->doc_index = c->index;
+    lint_copy(f->rule, sizeof(f->rule), rule);
+    lint_copy(f->identity, sizeof(f->identity), c->identity);
+    lint_copy(f->policy, sizeof(f->policy), c->policy);
+    lint_copy(f->issuer, sizeof(f->issuer), c->issuer);
+    return f;
+}
+
+__attribute__((format(printf, 3, 4))) static void lint_text(char *dst, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(dst, cap, fmt, ap);
+    va_end(ap);
+    lint_copy(dst, cap, dst);
+}
+
+/* ---- small JSON helpers ---- */
+
+static bool lint_has_string(const json_t *arr, const char *s)
+{
+    size_t i;
+    const json_t *e;
+    json_array_foreach (arr, i, e)
+        if (json_is_string(e) && strcmp(json_string_value(e), s) == 0)
+            return true;
+    return false;
+}
+
+static const json_t *lint_find_issuer(const json_t *issuers, const char *name)
+{
+    size_t i;
+    const json_t *d;
+    json_array_foreach (issuers, i, d) {
+        const char *n = json_string_value(json_object_get(d, "issuer"));
+        if (name && n && strcmp(n, name) == 0)
+            return d;
+    }
+    return NULL;
+}
+
+static enum lint_iss lint_issuer_kind(const json_t *doc)
+{
+    const char *preset = json_string_value(json_object_get(doc, "preset"));
+    const char *url = json_string_value(json_object_get(doc, "url"));
+    size_t gh = strlen(LINT_GITHUB_URL);
+    if (preset && strcmp(preset, "github-actions") == 0)
+        return ISS_GITHUB;
+    if (preset && strcmp(preset, "gitlab") == 0)
+        return ISS_GITLAB;
+    if (url && strncmp(url, LINT_GITHUB_URL, gh) == 0 && (url[gh] == 0 || url[gh] == '/'))
+        return ISS_GITHUB;
+    if (url && (strcmp(url, "https://gitlab.com") == 0 || strcmp(url, "https://gitlab.com/") == 0))
+        return ISS_GITLAB;
+    return ISS_OTHER;
+}
+
+/* No subject and no claim condition (a malformed "claims" is the validator's finding, not this). */
+static bool lint_unbound(const json_t *tp)
+{
+    const json_t *claims = json_object_get(tp, "claims");
+    return !json_object_get(tp, "subject") && (!claims || (json_is_object(claims) && json_object_size(claims) == 0));
+}
+
+/* "/repository" is the same claim as "repository". */
+static const char *lint_claim_base(const char *claim)
+{
+    if (claim[0] == '/' && !strchr(claim + 1, '/') && !strchr(claim + 1, '~'))
+        return claim + 1;
+    return claim;
+}
+
+static bool lint_in(const char *s, const char *const *list)
+{
+    for (; *list; list++)
+        if (strcmp(s, *list) == 0)
+            return true;
+    return false;
+}
+
+static const char *const lint_whole_names[] = {"repository", "repository_owner", "project_path", "namespace_path",
+                                               NULL};
+static const char *const lint_ref_names[] = {"job_workflow_ref", "workflow_ref", NULL};
+static const char *const lint_gh_names[] = {"repository", "repository_owner", "job_workflow_ref", "workflow_ref",
+                                            NULL};
+static const char *const lint_gh_ids[] = {"repository_id", "repository_owner_id", NULL};
+static const char *const lint_gl_names[] = {"project_path", "namespace_path", "ci_config_ref_uri", NULL};
+static const char *const lint_gl_ids[] = {"project_id", "namespace_id", NULL};
+
+/* ---- patterns as atoms ---- */
+
+enum rx_kind { RX_LIT, RX_OPEN, RX_CLOSED };
+
+struct rx_atom {
+    enum rx_kind kind;
+    char lit;
+    bool quantified, unbounded;
+    size_t at, len;       /* source text of the atom, quantifier included */
+};
+
+struct rx_seq {
+    struct rx_atom *a;
+    size_t n, cap;
+    bool alt;             /* a top-level '|' was seen (group contents only) */
+};
+
+static bool rx_push(struct rx_seq *s, struct rx_atom atom)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 32;
+        struct rx_atom *p = realloc(s->a, cap * sizeof(*p));
+        if (!p)
+            return false;
+        s->a = p;
+        s->cap = cap;
+    }
+    s->a[s->n++] = atom;
+    return true;
+}
+
+/* A glob: '*' is open and unbounded, '?' open, everything else literal. */
+static bool rx_from_glob(const char *p, size_t n, struct rx_seq *s)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct rx_atom a = {p[i] == '*' || p[i] == '?' ? RX_OPEN : RX_LIT, p[i], p[i] == '*', p[i] == '*', i, 1};
+        if (!rx_push(s, a))
+            return false;
+    }
+    return true;
+}
+
+/* Bracket expression at p[i] == '['; returns the index of its ']' and whether it admits '/' or ':'. */
+static size_t rx_bracket(const char *p, size_t n, size_t i, bool *open)
+{
+    size_t j = i + 1;
+    bool neg = false, slash = false, colon = false, first = true;
+    if (j < n && p[j] == '^') {
+        neg = true;
+        j++;
+    }
+    while (j < n && (first || p[j] != ']')) {
+        first = false;
+        if (p[j] == '[' && j + 1 < n && (p[j + 1] == ':' || p[j + 1] == '.' || p[j + 1] == '=')) {
+            char close = p[j + 1];
+            size_t k = j + 2;
+            while (k + 1 < n && !(p[k] == close && p[k + 1] == ']'))
+                k++;
+            if (close == ':') {
+                static const char *const wide[] = {"punct", "graph", "print", NULL};
+                char name[8] = "";
+                if (k - (j + 2) < sizeof(name)) {
+                    memcpy(name, p + j + 2, k - (j + 2));
+                    name[k - (j + 2)] = 0;
+                }
+                if (lint_in(name, wide))
+                    slash = colon = true;
+            } else {
+                for (size_t m = j + 2; m < k; m++) {
+                    slash |= p[m] == '/';
+                    colon |= p[m] == ':';
+                }
+            }
+            j = k + 2;
+            continue;
+        }
+        unsigned char lo = (unsigned char)p[j++], hi = lo;
+        if (j + 1 < n && p[j] == '-' && p[j + 1] != ']') {
+            hi = (unsigned char)p[j + 1];
+            j += 2;
+        }
+        slash |= lo <= '/' && '/' <= hi;
+        colon |= lo <= ':' && ':' <= hi;
+    }
+    *open = neg ? (!slash || !colon) : (slash || colon);
+    return j < n ? j : n - 1;
+}
+
+/* Quantifiers after an atom ending at j; returns the index after them. */
+static size_t rx_quant(const char *p, size_t n, size_t j, bool *quantified, bool *unbounded)
+{
+    for (;;) {
+        if (j < n && (p[j] == '*' || p[j] == '+')) {
+            *quantified = *unbounded = true;
+            j++;
+        } else if (j < n && p[j] == '?') {
+            *quantified = true;
+            j++;
+        } else if (j < n && p[j] == '{') {
+            size_t k = j + 1;
+            bool comma = false, hi = false;
+            while (k < n && isdigit((unsigned char)p[k]))
+                k++;
+            if (k < n && p[k] == ',') {
+                comma = true;
+                for (k++; k < n && isdigit((unsigned char)p[k]); k++)
+                    hi = true;
+            }
+            if (k >= n || p[k] != '}')
+                return j;
+            *quantified = true;
+            *unbounded |= comma && !hi;
+            j = k + 1;
+        } else {
+            return j;
+        }
+    }
+}
+
+/* Index of the ')' closing the group opened at p[i], or n (the validator guarantees balance). */
+static size_t rx_group_end(const char *p, size_t n, size_t i)
+{
+    unsigned d = 0;
+    for (size_t j = i; j < n; j++) {
+        bool open;
+        if (p[j] == '\\')
+            j++;
+        else if (p[j] == '[')
+            j = rx_bracket(p, n, j, &open);
+        else if (p[j] == '(')
+            d++;
+        else if (p[j] == ')' && --d == 0)
+            return j;
+    }
+    return n;
+}
+
+/* POSIX ERE (with GNU escapes) into atoms; anchors produce none. A group is one atom, unless it is
+ * an unquantified run of literals, which is inlined. */
+static bool rx_from_regex(const char *p, size_t n, unsigned depth, struct rx_seq *s)
+{
+    for (size_t i = 0; i < n;) {
+        struct rx_atom a = {RX_LIT, p[i], false, false, i, 1};
+        size_t j = i + 1;
+        struct rx_seq inner = {0};
+        bool group = false;
+        switch (p[i]) {
+        case '^':
+        case '$':
+            i++;
+            continue;
+        case '|':
+            s->alt = true;
+            i++;
+            continue;
+        case '.':
+            a.kind = RX_OPEN;
+            break;
+        case '[': {
+            bool open;
+            j = rx_bracket(p, n, i, &open) + 1;
+            a.kind = open ? RX_OPEN : RX_CLOSED;
+            break;
+        }
+        case '\\':
+            if (i + 1 < n && p[i + 1] && strchr("bB<>`'", p[i + 1])) {
+                i += 2;
+                continue;
+            }
+            j = i + 2 <= n ? i + 2 : n;
+            a.lit = i + 1 < n ? p[i + 1] : '\\';
+            if (a.lit == 'W' || a.lit == 'S')
+                a.kind = RX_OPEN;
+            else if (a.lit == 'w' || a.lit == 's')
+                a.kind = RX_CLOSED;
+            break;
+        case '(': {
+            size_t close = rx_group_end(p, n, i);
+            j = close < n ? close + 1 : n;
+            if (depth > 40 || !rx_from_regex(p + i + 1, close - i - 1, depth + 1, &inner)) {
+                free(inner.a);
+                return false;
+            }
+            group = true;
+            break;
+        }
+        default:
+            break;
+        }
+        size_t q = rx_quant(p, n, j, &a.quantified, &a.unbounded);
+        bool ok = true;
+        if (group) {
+            bool literal = !inner.alt;
+            for (size_t k = 0; k < inner.n; k++) {
+                literal &= inner.a[k].kind == RX_LIT && !inner.a[k].quantified;
+                a.unbounded |= inner.a[k].unbounded;
+                if (inner.a[k].kind == RX_OPEN)
+                    a.kind = RX_OPEN;
+                else if (a.kind != RX_OPEN && (inner.a[k].kind != RX_LIT || inner.a[k].quantified))
+                    a.kind = RX_CLOSED;
+            }
+            if (literal && !a.quantified) {
+                for (size_t k = 0; ok && k < inner.n; k++) {
+                    inner.a[k].at += i + 1;
+                    ok = rx_push(s, inner.a[k]);
+                }
+            } else {
+                if (a.kind == RX_LIT)
+                    a.kind = RX_CLOSED;
+                a.len = q - i;
+                ok = rx_push(s, a);
+            }
+            free(inner.a);
+        } else {
+            a.len = q - i;
+            ok = rx_push(s, a);
+        }
+        if (!ok)
+            return false;
+        i = q;
+    }
+    return true;
+}
+
+/* Start of the next top-level alternative after p[i..), or n. */
+static size_t rx_branch_end(const char *p, size_t n, size_t i)
+{
+    for (; i < n; i++) {
+        bool open;
+        if (p[i] == '\\')
+            i++;
+        else if (p[i] == '[')
+            i = rx_bracket(p, n, i, &open);
+        else if (p[i] == '(')
+            i = rx_group_end(p, n, i);
+        else if (p[i] == '|')
+            return i;
+    }
+    return n;
+}
+
+static bool rx_is_lit(const struct rx_atom *a, char c)
+{
+    return a->kind == RX_LIT && !a->quantified && (c == 0 || a->lit == c);
+}
+
+/* Atom index where the name part ends (see lint.h). */
+static size_t rx_name_end(const struct rx_seq *s, enum lint_role role)
+{
+    static const char *const prefixes[] = {"repo:", "project_path:", "system:serviceaccount:", NULL};
+    size_t from = 0, seen = 0;
+    if (role == ROLE_WHOLE)
+        return s->n;
+    if (role == ROLE_SUBJECT) {
+        for (size_t k = 0; prefixes[k]; k++) {
+            size_t len = strlen(prefixes[k]), m = 0;
+            while (m < len && m < s->n && rx_is_lit(&s->a[m], prefixes[k][m]))
+                m++;
+            if (m == len)
+                from = len;
+        }
+    }
+    for (size_t k = from; k < s->n; k++) {
+        if (role == ROLE_SUBJECT && rx_is_lit(&s->a[k], ':'))
+            return k;
+        if (role == ROLE_WORKFLOW && rx_is_lit(&s->a[k], '/') && ++seen == 2)
+            return k;
+    }
+    return s->n;
+}
+
+/* ---- condition rules ---- */
+
+static const char *lint_role_noun(enum lint_role role)
+{
+    return role == ROLE_WHOLE ? "name" : role == ROLE_WORKFLOW ? "OWNER/REPO part" : "name part";
+}
+
+/* "repo:acme/app*" also matches "repo:acme/app-evil": the first wildcard becomes "-evil". */
+static void lint_glob_example(const char *pat, size_t w, char *buf, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; pat[i] && o + 6 < cap; i++) {
+        if (i == w) {
+            memcpy(buf + o, pat[i] == '*' ? "-evil" : "X", pat[i] == '*' ? 5 : 1);
+            o += pat[i] == '*' ? 5 : 1;
+        } else {
+            buf[o++] = (pat[i] == '*' || pat[i] == '?') ? 'x' : pat[i];
+        }
+    }
+    buf[o] = 0;
+}
+
+static void lint_glob(struct lint_ctx *c, const char *what, const char *pat, enum lint_role role)
+{
+    struct rx_seq s = {0};
+    if (!rx_from_glob(pat, strlen(pat), &s)) {
+        c->rc = BROKER_ERR_NOMEM;
+        goto done;
+    }
+    size_t end = rx_name_end(&s, role), w;
+    for (w = 0; w < end && s.a[w].kind == RX_LIT; w++)
+        ;
+    if (w == end)
+        goto done;
+    char example[256];
+    lint_glob_example(pat, w, example, sizeof(example));
+    struct lint_finding *f = lint_new(c, LINT_ERROR, "glob-extends-name");
+    if (!f)
+        goto done;
+    lint_text(f->message, sizeof(f->message),
+              "glob \"%s\" on %s: '%c' at offset %zu is inside the %s, so it also matches \"%s\"", pat, what,
+              pat[w], w, lint_role_noun(role), example);
+    bool tail = w + 1 == s.n && end == s.n && w > 0 && pat[w] == '*' && pat[w - 1] != '/' && pat[w - 1] != ':';
+    if (role == ROLE_SUBJECT && tail)
+        lint_text(f->fix, sizeof(f->fix),
+                  "end the name before the wildcard: {\"glob\": \"%.*s:*\"} (or spell the subject out with "
+                  "\"equals\"/\"in\"), and pin the numeric id (repository_id / project_id)", (int)w, pat);
+    else if (role == ROLE_WHOLE && tail)
+        lint_text(f->fix, sizeof(f->fix), "use {\"equals\": \"%.*s\"}, or list the names with {\"in\": [...]}",
+                  (int)w, pat);
+    else
+        lint_text(f->fix, sizeof(f->fix),
+                  "spell the %s out and put wildcards only after it (e.g. \"repo:OWNER/REPO:*\", "
+                  "\"OWNER/REPO/.github/workflows/deploy.yml@*\"), or list the names with {\"in\": [...]}",
+                  lint_role_noun(role));
+done:
+    free(s.a);
+}
+
+/* One finding per rule and condition: the worst (then first) atom. */
+struct rx_hit {
+    enum lint_level level;
+    size_t atom;
+};
+
+static void rx_note(struct rx_hit *h, enum lint_level level, size_t atom)
+{
+    if (level > h->level)
+        *h = (struct rx_hit){level, atom};
+}
+
+static void lint_regex_branch(const struct rx_seq *s, enum lint_role role, struct rx_hit hits[3])
+{
+    size_t end = rx_name_end(s, role);
+    for (size_t k = 0; k < end; k++) {
+        const struct rx_atom *a = &s->a[k];
+        if (a->kind == RX_OPEN && a->unbounded) {
+            if (k == 0 || (k + 1 == s->n && end == s->n))
+                rx_note(&hits[0], LINT_ERROR, k);
+            else
+                rx_note(&hits[1], LINT_ERROR, k);
+        } else if (a->kind == RX_OPEN) {
+            rx_note(&hits[1], LINT_WARNING, k);
+        } else if (a->unbounded) {
+            bool before = k > 0 && rx_is_lit(&s->a[k - 1], 0) && s->a[k - 1].lit != '/' && s->a[k - 1].lit != ':';
+            bool after = k + 1 < end && rx_is_lit(&s->a[k + 1], 0) && s->a[k + 1].lit != '/';
+            rx_note(&hits[2], before || after ? LINT_ERROR : LINT_WARNING, k);
+        }
+    }
+}
+
+static void lint_regex(struct lint_ctx *c, const char *what, const char *pat, enum lint_role role)
+{
+    static const char *const rules[3] = {"regex-unanchored-effect", "regex-crosses-separator", "regex-extends-name"};
+    size_t n = strlen(pat);
+    for (size_t b = 0; b < n || b == 0;) {
+        size_t e = rx_branch_end(pat, n, b);
+        struct rx_seq s = {0};
+        struct rx_hit hits[3] = {{0, 0}, {0, 0}, {0, 0}};
+        if (!rx_from_regex(pat + b, e - b, 0, &s)) {
+            free(s.a);
+            c->rc = BROKER_ERR_NOMEM;
+            return;
+        }
+        lint_regex_branch(&s, role, hits);
+        for (size_t r = 0; r < 3; r++) {
+            if (!hits[r].level)
+                continue;
+            const struct rx_atom *a = &s.a[hits[r].atom];
+            struct lint_finding *f = lint_new(c, hits[r].level, rules[r]);
+            if (!f)
+                break;
+            int alen = (int)a->len;
+            const char *atext = pat + b + a->at;
+            size_t off = b + a->at;
+            const char *noun = lint_role_noun(role);
+            if (r == 0) {
+                lint_text(f->message, sizeof(f->message),
+                          "regex \"%s\" on %s: \"%.*s\" at offset %zu %s, so anchoring the pattern has no effect", pat,
+                          what, alen, atext, off,
+                          hits[r].atom == 0 ? "accepts any prefix" : "ends the pattern inside the name and accepts "
+                                                                      "any longer name");
+                lint_text(f->fix, sizeof(f->fix),
+                          "spell the %s out (or list the names with {\"in\": [...]}); let only what follows it vary, "
+                          "e.g. \"repo:OWNER/REPO:.*\"", noun);
+            } else if (r == 1 && hits[r].level == LINT_ERROR) {
+                lint_text(f->message, sizeof(f->message),
+                          "regex \"%s\" on %s: \"%.*s\" at offset %zu is inside the %s and can match '/' and ':', so "
+                          "it accepts other names (e.g. a longer name, or another owner's)", pat, what, alen, atext,
+                          off, noun);
+                lint_text(f->fix, sizeof(f->fix),
+                          "spell the %s out or list the names with {\"in\": [...]}; never use \".*\", \".+\" or [^...] "
+                          "inside a name", noun);
+            } else if (r == 1) {
+                lint_text(f->message, sizeof(f->message),
+                          "regex \"%s\" on %s: \"%.*s\" at offset %zu matches any character, '/' and ':' included, "
+                          "inside the %s", pat, what, alen, atext, off, noun);
+                lint_text(f->fix, sizeof(f->fix), "escape a literal dot as \"\\\\.\" (or \"[.]\"), or spell the %s out",
+                          noun);
+            } else {
+                lint_text(f->message, sizeof(f->message),
+                          "regex \"%s\" on %s: \"%.*s\" at offset %zu repeats inside the %s, so it %s", pat, what,
+                          alen, atext, off, noun,
+                          hits[r].level == LINT_ERROR ? "also accepts longer names (\"app\" and \"app-evil\")"
+                                                      : "accepts every name in that position (e.g. every repository "
+                                                        "of the owner, including ones created later)");
+                lint_text(f->fix, sizeof(f->fix),
+                          "list the names with {\"in\": [...]}; if every name is really meant, pin the owner by id "
+                          "(repository_owner_id / namespace_id)");
+            }
+        }
+        free(s.a);
+        if (c->rc != BROKER_OK || e >= n)
+            return;
+        b = e + 1;
+    }
+}
+
+/* Name-extension rules for one positive condition ("not" only narrows). */
+static void lint_name_cond(struct lint_ctx *c, const char *what, const struct cond *cd, enum lint_role role)
+{
+    if (role == ROLE_NONE)
+        return;
+    if (cd->op == COND_GLOB)
+        lint_glob(c, what, cd->value, role);
+    else if (cd->op == COND_REGEX)
+        lint_regex(c, what, cd->value, role);
+}
+
+/* The GitHub subject can be customised to carry ids instead of names. */
+static bool lint_sub_has_ids(const struct cond *cd)
+{
+    if (cd->op == COND_IN) {
+        for (size_t i = 0; i < cd->nlist; i++)
+            if (!strstr(cd->list[i], "repository_id:") && !strstr(cd->list[i], "repository_owner_id:"))
+                return false;
+        return cd->nlist > 0;
+    }
+    return cd->op != COND_NOT && (strstr(cd->value, "repository_id:") || strstr(cd->value, "repository_owner_id:"));
+}
+
+/* ---- one trust policy ---- */
+
+/* A scope that is not read-only: mentions write, admin, deploy or delete, or is a wildcard. */
+static bool lint_scope_privileged(const char *s)
+{
+    static const char *const words[] = {"write", "admin", "deploy", "delete", NULL};
+    if (strchr(s, '*'))
+        return true;
+    for (size_t i = 0; words[i]; i++)
+        if (strcasestr(s, words[i]))
+            return true;
+    return false;
+}
+
+static void lint_audience(struct lint_ctx *c, const char *aud)
+{
+    static const char *const k8s[] = {"https://kubernetes.default.svc", "kubernetes.default.svc",
+                                      "https://kubernetes.default.svc.cluster.local",
+                                      "kubernetes.default.svc.cluster.local", NULL};
+    const char *gh = "https://github.com/", *why = NULL, *fix = NULL;
+    size_t ghl = strlen(gh), rest = strlen(aud) > ghl ? strcspn(aud + ghl, "/") : 0;
+    if (strncmp(aud, gh, ghl) == 0 && rest > 0 && (aud[ghl + rest] == 0 || strcmp(aud + ghl + rest, "/") == 0)) {
+        why = "is the audience GitHub Actions gives every token of that owner's workflows when none is requested";
+        fix = "have the workflow request a token for this broker (core.getIDToken(AUD) / "
+              "ACTIONS_ID_TOKEN_REQUEST_URL&audience=AUD) and set \"audience\" to AUD, or omit it to require "
+              "BROKER_ISSUER";
+    } else if (strcmp(aud, "sts.amazonaws.com") == 0) {
+        why = "is the audience workflows request for AWS (configure-aws-credentials), so tokens minted for AWS "
+              "would be accepted here";
+        fix = "use an audience unique to this broker (omit \"audience\" to require BROKER_ISSUER) and request "
+              "tokens for it";
+    } else if (lint_in(aud, k8s)) {
+        why = "is the Kubernetes API server's default audience: every token a pod shows the API server (or any "
+              "service that accepts such tokens) would be accepted here";
+        fix = "mount a projected service-account token with audience BROKER_ISSUER (serviceAccountToken.audience) "
+              "and omit \"audience\" (or set it to that value)";
+    }
+    if (!why)
+        return;
+    struct lint_finding *f = lint_new(c, LINT_ERROR, "shared-default-audience");
+    if (f) {
+        lint_text(f->message, sizeof(f->message), "audience \"%s\" %s", aud, why);
+        lint_text(f->fix, sizeof(f->fix), "%s", fix);
+    }
+}
+
+/* What a policy binds, for the GitHub/GitLab identity rules. */
+struct lint_binds {
+    const char *name;     /* first claim bound by name, or NULL */
+    bool pinned;          /* an id claim with equals/in */
+};
+
+static void lint_condition(struct lint_ctx *c, const json_t *v, const char *claim, const json_t *scopes,
+                           enum lint_iss iss, struct lint_binds *b)
+{
+    struct cond cd;
+    char err[256], what[BROKER_MAX_CLAIM_NAME_LEN + 16];
+    bool is_sub = claim == NULL;
+    const char *base = is_sub ? "sub" : lint_claim_base(claim);
+    enum broker_err rc = policy_cond_parse(v, "condition", &cd, err, sizeof(err));
+    if (rc == BROKER_ERR_NOMEM)
+        c->rc = rc;
+    if (rc != BROKER_OK)
+        return; /* the validator reports it (invalid-document) */
+    bool positive = cd.op != COND_NOT, exact = cd.op == COND_EQUALS || cd.op == COND_IN;
+    snprintf(what, sizeof(what), "%s%s", is_sub ? "" : "claim ", is_sub ? "subject (sub)" : claim);
+
+    enum lint_role role = is_sub                             ? ROLE_SUBJECT
+                          : lint_in(base, lint_whole_names) ? ROLE_WHOLE
+                          : lint_in(base, lint_ref_names)   ? ROLE_WORKFLOW
+                                                             : ROLE_NONE;
+    lint_name_cond(c, what, &cd, role);
+
+    const char *const *names = iss == ISS_GITHUB ? lint_gh_names : lint_gl_names;
+    const char *const *ids = iss == ISS_GITHUB ? lint_gh_ids : lint_gl_ids;
+    if (positive && (iss == ISS_GITHUB || iss == ISS_GITLAB)) {
+        if (exact && lint_in(base, ids))
+            b->pinned = true;
+        else if (is_sub && iss == ISS_GITHUB && lint_sub_has_ids(&cd))
+            b->pinned = true;
+        else if ((is_sub || lint_in(base, names)) && !b->name)
+            b->name = is_sub ? "sub" : base;
+    }
+
+    if (!is_sub && strcmp(base, "event_name") == 0) {
+        static const char *const events[] = {"pull_request_target", "workflow_run"};
+        char admitted[64] = "";
+        for (size_t i = 0; i < 2; i++) {
+            json_t *ev = json_string(events[i]);
+            if (!ev) {
+                c->rc = BROKER_ERR_NOMEM;
+                break;
+            }
+            if (policy_cond_eval(&cd, ev))
+                snprintf(admitted + strlen(admitted), sizeof(admitted) - strlen(admitted), "%s%s",
+                         admitted[0] ? " and " : "", events[i]);
+            json_decref(ev);
+        }
+        const char *priv = NULL;
+        size_t i;
+        const json_t *s;
+        json_array_foreach (scopes, i, s)
+            if (!priv && json_is_string(s) && lint_scope_privileged(json_string_value(s)))
+                priv = json_string_value(s);
+        struct lint_finding *f = admitted[0] ? lint_new(c, priv ? LINT_ERROR : LINT_WARNING, "privileged-event") : NULL;
+        if (f) {
+            lint_text(f->message, sizeof(f->message),
+                      "event_name admits %s, which run with the base repository's privileges on code or input an "
+                      "outside contributor controls%s%s%s", admitted, priv ? "; the policy grants \"" : "",
+                      priv ? priv : "", priv ? "\"" : " (the granted scopes are read-only)");
+            lint_text(f->fix, sizeof(f->fix),
+                      "allow only trusted events, e.g. {\"in\": [\"push\", \"workflow_dispatch\"]}; serve "
+                      "pull_request_target/workflow_run jobs from a separate read-only identity");
+        }
+    }
+    policy_cond_clear(&cd);
+}
+
+static void lint_policy(struct lint_ctx *c, const json_t *id, const json_t *tp, size_t idx)
+{
+    char pname[BROKER_MAX_NAME_LEN + 16];
+    const char *name = json_string_value(json_object_get(tp, "name"));
+    const char *iname = json_string_value(json_object_get(tp, "issuer"));
+    const json_t *idoc = lint_find_issuer(c->issuers, iname);
+    const json_t *pscopes = json_object_get(tp, "scopes"), *idscopes = json_object_get(id, "scopes");
+    const json_t *claims = json_object_get(tp, "claims"), *subject = json_object_get(tp, "subject"), *v;
+    const char *iurl = idoc ? json_string_value(json_object_get(idoc, "url")) : NULL;
+    enum lint_iss iss = idoc ? lint_issuer_kind(idoc) : ISS_UNKNOWN;
+    struct lint_binds binds = {NULL, false};
+    struct lint_finding *f;
+
+    if (!json_is_object(tp))
+        return;
+    snprintf(pname, sizeof(pname), "trust[%zu]", idx);
+    c->policy = name ? name : pname;
+    c->issuer = iname ? iname : "";
+    if (!iurl)
+        iurl = iss == ISS_GITHUB ? LINT_GITHUB_URL : iss == ISS_GITLAB ? "https://gitlab.com" : iname;
+
+    if (iname && !idoc && (f = lint_new(c, LINT_ERROR, "invalid-document"))) {
+        lint_text(f->message, sizeof(f->message), "trust[%zu].issuer: no issuer document named \"%s\"", idx, iname);
+        lint_text(f->fix, sizeof(f->fix),
+                  "lint the issuer documents together with the identities (broker policy lint DIR), or correct the "
+                  "issuer name");
+    }
+    if (lint_unbound(tp) && (f = lint_new(c, LINT_ERROR, "unbound-policy"))) {
+        lint_text(f->message, sizeof(f->message),
+                  "binds neither \"subject\" nor any claim: every token of issuer \"%s\" with the right audience "
+                  "would be accepted (apply refuses it)", iname ? iname : "?");
+        lint_text(f->fix, sizeof(f->fix),
+                  "bind the workload: \"subject\": {\"equals\": \"repo:OWNER/REPO:ref:refs/heads/main\"} and "
+                  "\"claims\": {\"repository_id\": {\"equals\": \"ID\"}} (or the issuer's equivalents)");
+    }
+    size_t i;
+    json_array_foreach (json_is_array(pscopes) ? pscopes : NULL, i, v) {
+        if (!json_is_string(v) || (json_is_array(idscopes) && lint_has_string(idscopes, json_string_value(v))))
+            continue;
+        if ((f = lint_new(c, LINT_ERROR, "undeclared-scope"))) {
+            lint_text(f->message, sizeof(f->message),
+                      "scope \"%s\" is not among the identity's \"scopes\" (apply refuses it)", json_string_value(v));
+            lint_text(f->fix, sizeof(f->fix), "add \"%s\" to the identity's \"scopes\", or remove it from %s.scopes",
+                      json_string_value(v), pname);
+        }
+    }
+    v = json_object_get(tp, "audience");
+    if (json_is_string(v))
+        lint_audience(c, json_string_value(v));
+
+    const json_t *granted = json_is_array(pscopes) ? pscopes : idscopes;
+    if (subject)
+        lint_condition(c, subject, NULL, granted, iss, &binds);
+    const char *key;
+    json_object_foreach ((json_t *)(json_is_object(claims) ? claims : NULL), key, v)
+        lint_condition(c, v, key, granted, iss, &binds);
+
+    if ((iss == ISS_GITHUB || iss == ISS_GITLAB) && !binds.pinned && !lint_unbound(tp)) {
+        const char *idname = iss == ISS_GITHUB ? "repository_id" : "project_id";
+        const char *owner = iss == ISS_GITHUB ? "repository_owner_id" : "namespace_id";
+        if (binds.name && (f = lint_new(c, LINT_ERROR, "mutable-name-without-id"))) {
+            lint_text(f->message, sizeof(f->message),
+                      "trusts %s by name (%s) without pinning %s or %s: after a rename, transfer or deletion "
+                      "someone else can own that name", iurl, binds.name, idname, owner);
+            lint_text(f->fix, sizeof(f->fix),
+                      "add \"claims\": {\"%s\": {\"equals\": \"ID\"}} with the numeric id (from the API, or "
+                      "the claims of a token from that %s)", idname, iss == ISS_GITHUB ? "repository" : "project");
+        } else if (!binds.name && (f = lint_new(c, LINT_ERROR, "unscoped-public-issuer"))) {
+            lint_text(f->message, sizeof(f->message),
+                      "binds no repository or owner (no sub, %s, %s or name claim): any workload on the shared "
+                      "issuer %s can use this identity", idname, owner, iurl);
+            lint_text(f->fix, sizeof(f->fix),
+                      "bind \"subject\" to the exact workload and pin \"%s\" (and/or \"%s\") with \"equals\"",
+                      idname, owner);
+        }
+    }
+}
+
+/* ---- documents ---- */
+
+static void lint_identity(struct lint_ctx *c, const json_t *doc)
+{
+    const char *mt = json_string_value(json_object_get(doc, "max_ttl"));
+    const json_t *trust = json_object_get(doc, "trust"), *tp;
+    int64_t ttl;
+    size_t i;
+
+    c->policy = c->issuer = "";
+    if (mt && policy_parse_duration(mt, &ttl) == BROKER_OK && ttl > LINT_LONG_TTL_S) {
+        bool over = ttl > BROKER_MAX_TTL_S;
+        struct lint_finding *f = lint_new(c, over ? LINT_ERROR : LINT_WARNING, "long-ttl");
+        if (f) {
+            lint_text(f->message, sizeof(f->message), "max_ttl \"%s\" (%llds) is above %ds%s", mt, (long long)ttl,
+                      over ? BROKER_MAX_TTL_S : LINT_LONG_TTL_S,
+                      over ? ", the broker's limit (apply refuses it)" : ": a leaked token stays usable for hours");
+            lint_text(f->fix, sizeof(f->fix),
+                      "lower max_ttl to what one job needs (\"1h\" or less); clients can exchange again for a "
+                      "fresh token");
+        }
+    }
+    json_array_foreach (json_is_array(trust) ? trust : NULL, i, tp)
+        lint_policy(c, doc, tp, i);
+}
+
+/* A copy of an identity document without the defects lint reports under its own rules
+ * (unbound-policy, undeclared-scope, long-ttl above the cap), so that the validator's verdict on
+ * the copy is about the remaining problems only. NULL on ENOMEM. */
+static json_t *lint_repaired(const json_t *doc)
+{
+    json_t *copy = json_deep_copy(doc), *tp;
+    const json_t *ids = json_object_get(copy, "scopes");
+    const char *mt = json_string_value(json_object_get(copy, "max_ttl"));
+    int64_t ttl;
+    size_t i;
+    int bad = !copy;
+
+    if (mt && policy_parse_duration(mt, &ttl) == BROKER_OK && ttl > BROKER_MAX_TTL_S) {
+        char cap[32];
+        snprintf(cap, sizeof(cap), "%ds", BROKER_MAX_TTL_S);
+        bad |= json_object_set_new(copy, "max_ttl", json_string(cap));
+    }
+    json_array_foreach (json_object_get(copy, "trust"), i, tp) {
+        json_t *sc = json_object_get(tp, "scopes");
+        if (json_is_object(tp) && lint_unbound(tp))
+            bad |= json_object_set_new(tp, "subject", json_pack("{s:s}", "equals", "-"));
+        if (!json_is_array(sc) || !json_is_array(ids) || json_array_size(sc) == 0)
+            continue;
+        for (size_t k = json_array_size(sc); k-- > 0;) {
+            const json_t *s = json_array_get(sc, k);
+            if (json_is_string(s) && !lint_has_string(ids, json_string_value(s)))
+                bad |= json_array_remove(sc, k);
+        }
+        if (json_array_size(sc) == 0)
+            bad |= json_object_del(tp, "scopes");
+    }
+    if (bad) {
+        json_decref(copy);
+        return NULL;
+    }
+    return copy;
+}
+
+static void lint_invalid(struct lint_ctx *c, const char *what, const char *err)
+{
+    struct lint_finding *f = lint_new(c, LINT_ERROR, "invalid-document");
+    if (f) {
+        lint_text(f->message, sizeof(f->message), "%s: %s", what, err);
+        lint_text(f->fix, sizeof(f->fix), "correct the field named in the message; apply refuses the whole set "
+                                          "until every document validates");
+    }
+}
+
+enum broker_err lint_documents(const json_t *issuer_docs, const json_t *identity_docs, struct lint_report *out)
+{
+    struct lint_ctx c = {out, issuer_docs, LINT_DOC_SET, 0, "", "", "", BROKER_OK};
+    json_t *repaired = json_array();
+    struct policy_set *set = NULL;
+    char err[768];
+    size_t i, before;
+    const json_t *doc;
+
+    if (!out || (issuer_docs && !json_is_array(issuer_docs)) || (identity_docs && !json_is_array(identity_docs))) {
+        json_decref(repaired);
+        return BROKER_ERR_INTERNAL;
+    }
+    if (!repaired)
+        return BROKER_ERR_NOMEM;
+    before = out->n;
+    json_array_foreach (issuer_docs, i, doc) {
+        struct issuer_cfg cfg;
+        const char *name = json_string_value(json_object_get(doc, "issuer"));
+        c.kind = LINT_DOC_ISSUER;
+        c.index = i;
+        c.identity = c.policy = "";
+        c.issuer = name ? name : "";
+        enum broker_err rc = policy_issuer_parse(doc, &cfg, err, sizeof(err));
+        if (rc == BROKER_OK)
+            policy_issuer_clear(&cfg);
+        else if (rc == BROKER_ERR_NOMEM)
+            c.rc = rc;
+        else
+            lint_invalid(&c, "issuer document", err);
+    }
+    json_array_foreach (identity_docs, i, doc) {
+        struct identity id;
+        const char *name = json_string_value(json_object_get(doc, "identity"));
+        json_t *fixed = lint_repaired(doc);
+        c.kind = LINT_DOC_IDENTITY;
+        c.index = i;
+        c.identity = name ? name : "";
+        c.policy = c.issuer = "";
+        if (!fixed || json_array_append_new(repaired, fixed) != 0) {
+            c.rc = BROKER_ERR_NOMEM;
+            break;
+        }
+        enum broker_err rc = policy_identity_parse(fixed, &id, err, sizeof(err));
+        if (rc == BROKER_OK)
+            policy_identity_clear(&id);
+        else if (rc == BROKER_ERR_NOMEM)
+            c.rc = rc;
+        else
+            lint_invalid(&c, "identity document", err);
+        lint_identity(&c, doc);
+    }
+    /* Cross references (duplicate names or urls) are the set's; only worth asking when every
+     * document stood on its own, else the build would repeat the first finding. */
+    bool invalid = false;
+    for (size_t k = before; k < out->n; k++)
+        invalid |= strcmp(out->items[k].rule, "invalid-document") == 0;
+    if (c.rc == BROKER_OK && !invalid) {
+        enum broker_err rc = policy_set_build(issuer_docs, repaired, &set, err, sizeof(err));
+        c.kind = LINT_DOC_SET;
+        c.index = 0;
+        c.identity = c.policy = c.issuer = "";
+        if (rc == BROKER_ERR_NOMEM)
+            c.rc = rc;
+        else if (rc != BROKER_OK)
+            lint_invalid(&c, "documents", err);
+        if (set)
+            policy_set_unref(set);
+    }
+    json_decref(repaired);
+    return c.rc;
+}
