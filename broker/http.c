@@ -323,6 +323,7 @@ static SSL_CTX *make_tls_ctx(const struct config *cfg, char *err, size_t errlen)
     SSL_CTX_set_session_id_context(ssl, (const unsigned char *)"broker", 6);
     SSL_CTX_set_session_cache_mode(ssl, SSL_SESS_CACHE_SERVER);
     SSL_CTX_sess_set_cache_size(ssl, 20000);
+    SSL_CTX_set_num_tickets(ssl, 1); /* one resumption ticket per handshake is enough for a client */
     h2o_ssl_register_alpn_protocols(ssl, h2o_alpn_protocols);
     return ssl;
 fail:

@@ -79,7 +79,9 @@ run() { # NAME EXCHANGES h2load-args...
 [ -n "${BENCH_PERF:-}" ] && { perf record -g -o "$BENCH_PERF" -p "$BPID" >/dev/null 2>&1 & PERFPID=$!; sleep 0.5; }
 run h2c-reuse "$N" -n "$N" -c 8 -m 16 "$BROKER_URL/v1/token"
 [ -n "${BENCH_PERF:-}" ] && { kill -INT "$PERFPID"; wait "$PERFPID" 2>/dev/null || true; }
+[ -n "${BENCH_PERF_TLS:-}" ] && { perf record -g -o "$BENCH_PERF_TLS" -p "$BPID" >/dev/null 2>&1 & PERFPID=$!; sleep 0.5; }
 run tls-new "$NTLS" -n "$NTLS" -c "$NTLS" -m 1 "https://127.0.0.1:$TLS_PORT/v1/token"
+[ -n "${BENCH_PERF_TLS:-}" ] && { kill -INT "$PERFPID"; wait "$PERFPID" 2>/dev/null || true; }
 resumed=$(
   sleep 1 | openssl s_client -connect "127.0.0.1:$TLS_PORT" -CAfile "$WORK/tls/ca.pem" -sess_out "$WORK/sess" >/dev/null 2>&1
   openssl s_client -connect "127.0.0.1:$TLS_PORT" -CAfile "$WORK/tls/ca.pem" -sess_in "$WORK/sess" </dev/null 2>/dev/null | grep -c '^Reused')
