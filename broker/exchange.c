@@ -10,6 +10,7 @@
 #include <time.h>
 #include "audit.h"
 #include "form.h"
+#include "idlimit.h"
 #include "issuers.h"
 #include "jwt.h"
 #include "bounds.h"
@@ -51,6 +52,7 @@ static const struct error_map errors[BROKER_ERR__COUNT] = {
     [BROKER_ERR_WRONG_AUDIENCE] = {400, "invalid_grant", "subject_token audience is not accepted"},
     [BROKER_ERR_REPLAY] = {400, "invalid_grant", "subject_token has already been used"},
     [BROKER_ERR_NO_MATCH] = {400, "invalid_grant", "no trust policy matches the subject token"},
+    [BROKER_ERR_RATE_LIMITED] = {429, "rate_limited", "the identity's exchange rate limit is exceeded; retry later"},
     /* same answer as NO_MATCH: a caller must not learn which identities exist */
     [BROKER_ERR_UNKNOWN_IDENTITY] = {400, "invalid_grant", "no trust policy matches the subject token"},
     [BROKER_ERR_AMBIGUOUS_IDENTITY] = {400, "invalid_request",
@@ -88,6 +90,7 @@ struct xjob {
     size_t token_len;
     const char *want_identity, *want_scope, *want_audience, *issued_type;
     const char *bad_request;      /* description for BAD_REQUEST */
+    unsigned retry_after_s;       /* for RATE_LIMITED */
     struct jwt jwt;
     bool have_jwt, refetched;
     struct policy_set *set;
@@ -156,6 +159,11 @@ static void respond_error(struct xjob *j, enum broker_err e)
 {
     const struct error_map *m = error_for(e);
     const char *desc = e == BROKER_ERR_BAD_REQUEST && j->bad_request ? j->bad_request : m->description;
+    if (e == BROKER_ERR_RATE_LIMITED) {
+        char ra[16];
+        snprintf(ra, sizeof(ra), "%u", j->retry_after_s > 0 ? j->retry_after_s : 1);
+        http_add_header(j->r, "retry-after", ra);
+    }
     http_respond_error(j->r, m->status, m->error, desc);
 }
 
@@ -313,6 +321,17 @@ static void evaluate(struct xjob *j)
             s = strdup("{\"stage\":\"policy\",\"truncated\":true}");
         }
         decide(j, e, s);
+        return;
+    }
+    if (res.identity->rate_per_minute > 0 &&
+        !idlimit_take(res.identity->name, res.identity->rate_per_minute, res.identity->rate_burst, http_now_us(),
+                      &j->retry_after_s)) {
+        j->audit.rec.identity = dup_str(res.identity->name);
+        j->audit.rec.policy = dup_str(res.policy->name);
+        char why[160];
+        snprintf(why, sizeof(why), "{\"stage\":\"rate_limit\",\"per_minute\":%u,\"burst\":%u,\"replicas\":%u}",
+                 res.identity->rate_per_minute, res.identity->rate_burst, idlimit_replicas());
+        decide(j, BROKER_ERR_RATE_LIMITED, strdup(why));
         return;
     }
     if (res.policy->single_use) {

@@ -63,6 +63,8 @@ struct identity {
     size_t naudiences;
     int64_t ttl_s;        /* default BROKER_DEFAULT_TTL_S */
     int64_t max_ttl_s;    /* default 3600 */
+    uint32_t rate_per_minute; /* "rate_limit": exchanges per minute across all replicas; 0: none */
+    uint32_t rate_burst;      /* bucket size; default rate_per_minute */
     struct trust_policy *trust;
     size_t ntrust;
     json_t *doc;          /* the validated document, owned */

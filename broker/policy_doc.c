@@ -186,6 +186,29 @@ done:
     return rc;
 }
 
+/* "rate_limit": {"per_minute": N, "burst": M}: exchanges for this identity, summed over replicas. */
+static enum broker_err doc_rate_limit(const json_t *v, struct identity *id, char *err, size_t errlen)
+{
+    static const char *const known[] = {"per_minute", "burst", NULL};
+    enum broker_err rc = BROKER_OK;
+    const json_t *pm, *b;
+    if (!json_is_object(v))
+        DOC_FAIL("rate_limit: must be an object {\"per_minute\": N, \"burst\": M}");
+    DOC_TRY(doc_known_fields(v, "rate_limit", known, err, errlen));
+    pm = json_object_get(v, "per_minute");
+    if (!json_is_integer(pm) || json_integer_value(pm) < 1 || json_integer_value(pm) > 1000000)
+        DOC_FAIL("rate_limit.per_minute: required, an integer from 1 to 1000000");
+    id->rate_per_minute = (uint32_t)json_integer_value(pm);
+    id->rate_burst = id->rate_per_minute;
+    if ((b = json_object_get(v, "burst"))) {
+        if (!json_is_integer(b) || json_integer_value(b) < 1 || json_integer_value(b) > 1000000)
+            DOC_FAIL("rate_limit.burst: an integer from 1 to 1000000");
+        id->rate_burst = (uint32_t)json_integer_value(b);
+    }
+done:
+    return rc;
+}
+
 /* https://authority[/path][?query]; no userinfo, no fragment, printable ASCII only. */
 static bool doc_https_url(const char *s, size_t len, bool allow_query)
 {
@@ -659,7 +682,7 @@ done:
 enum broker_err policy_identity_parse(const json_t *doc, struct identity *out, char *err, size_t errlen)
 {
     static const char *const known[] = {"identity", "description", "scopes", "audiences", "ttl", "max_ttl", "trust",
-                                        NULL};
+                                        "rate_limit", NULL};
     enum broker_err rc = BROKER_OK;
     const json_t *v, *trust;
 
@@ -696,6 +719,9 @@ enum broker_err policy_identity_parse(const json_t *doc, struct identity *out, c
         if (out->ttl_s > out->max_ttl_s)
             DOC_FAIL("ttl: longer than max_ttl (%llds)", (long long)out->max_ttl_s);
     }
+
+    if ((v = json_object_get(doc, "rate_limit")))
+        DOC_TRY(doc_rate_limit(v, out, err, errlen));
 
     trust = json_object_get(doc, "trust");
     size_t n = json_array_size(trust);

@@ -55,6 +55,11 @@ cat >"$WORK/policies/vault.identity.json" <<'JSON'
             "claims": {"/kubernetes.io/namespace": {"equals": "default"},
                        "/kubernetes.io/serviceaccount/uid": {"equals": "77c81ad7-1bea-4d94-9ca5-f5d7f3632331"}}}]}
 JSON
+cat >"$WORK/policies/limited.identity.json" <<'JSON'
+{"identity": "limited", "scopes": ["s:l"], "audiences": ["https://l.example.com"],
+ "rate_limit": {"per_minute": 60, "burst": 2},
+ "trust": [{"name": "main", "issuer": "test", "subject": {"equals": "repo:acme/limited:ref:refs/heads/main"}}]}
+JSON
 for n in a b; do cat >"$WORK/policies/shared-$n.identity.json" <<JSON
 {"identity": "shared-$n", "scopes": ["s:$n"], "audiences": ["https://$n.example.com"],
  "trust": [{"name": "shared", "issuer": "test", "subject": {"equals": "repo:acme/shared:ref:refs/heads/main"}}]}
@@ -171,6 +176,13 @@ deny "invalid_scope" '^400 .*"invalid_scope"' "$(GOOD)" --data-urlencode "scope=
 deny "invalid_target" '^400 .*"invalid_target"' "$(GOOD)" --data-urlencode "audience=https://nope.example.com"
 deny "invalid_request: several identities match" '^400 .*invalid_request.*identity' "$(GOOD --sub repo:acme/shared:ref:refs/heads/main)"
 t_match "identity picks one of several" '^200 ' "$(exchange "$(GOOD --sub repo:acme/shared:ref:refs/heads/main)" --data-urlencode identity=shared-b)"
+
+lim=$(for i in 1 2 3; do exchange "$(GOOD --sub repo:acme/limited:ref:refs/heads/main)" | cut -c1-3; done | tr '\n' ' ')
+t_eq "identity rate limit: burst 2, then 429" "200 200 429 " "$lim"
+t_match "identity rate limit: Retry-After" "retry-after: [0-9]+" "$(curl -sSi --http2-prior-knowledge \
+  --data-urlencode grant_type=urn:ietf:params:oauth:grant-type:token-exchange \
+  --data-urlencode subject_token_type=urn:ietf:params:oauth:token-type:jwt \
+  --data-urlencode "subject_token=$(GOOD --sub repo:acme/limited:ref:refs/heads/main)" "$BROKER_URL/v1/token" | tr -d '\r')"
 
 # ---------------------------------------------------------------- audit
 res=$(exchange "$(GOOD --claims '{"repository_id": "31337"}')")
