@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include "jwt.h"
 #include "bounds.h"
+#include "cli_lint.h"
+#include "cli_test.h"
 #include "policy.h"
 #include "store.h"
 
@@ -200,6 +202,12 @@ int cli_policy(int argc, char **argv)
 {
     if (argc >= 1 && strcmp(argv[0], "apply") == 0)
         return apply(argc - 1, argv + 1);
-    fprintf(stderr, "usage: broker policy apply [--prune] [--dry-run] PATH...\n");
+    if (argc >= 1 && strcmp(argv[0], "lint") == 0)
+        return cli_policy_lint(argc - 1, argv + 1);
+    if (argc >= 1 && strcmp(argv[0], "test") == 0)
+        return cli_policy_test(argc - 1, argv + 1);
+    fprintf(stderr, "usage: broker policy apply [--prune] [--dry-run] PATH...\n"
+                    "       broker policy lint [--json] PATH...\n"
+                    "       broker policy test --token FILE [--identity N] [--at TIME] [--json] [PATH...]\n");
     return 2;
 }

@@ -22,7 +22,18 @@
 
 static const struct http_route routes[] = {
     {"POST", "/v1/token", PRIV_NONE, exchange_handle},
+    {"GET", "/v1/audit", PRIV_ADMIN, admin_audit_list},
     {"GET", "/v1/audit/", PRIV_ADMIN, admin_audit_get},
+    {"GET", "/v1/identities", PRIV_ADMIN, admin_docs_list},
+    {"GET", "/v1/identities/", PRIV_ADMIN, admin_doc_get},
+    {"PUT", "/v1/identities/", PRIV_ADMIN, admin_doc_put},
+    {"DELETE", "/v1/identities/", PRIV_ADMIN, admin_doc_delete},
+    {NULL, "/v1/identities/", PRIV_ADMIN, admin_doc_method},
+    {"GET", "/v1/issuers", PRIV_ADMIN, admin_docs_list},
+    {"GET", "/v1/issuers/", PRIV_ADMIN, admin_doc_get},
+    {"PUT", "/v1/issuers/", PRIV_ADMIN, admin_doc_put},
+    {"DELETE", "/v1/issuers/", PRIV_ADMIN, admin_doc_delete},
+    {NULL, "/v1/issuers/", PRIV_ADMIN, admin_doc_method},
     {"GET", "/.well-known/openid-configuration", PRIV_NONE, wellknown_discovery},
     {"GET", "/.well-known/oauth-authorization-server", PRIV_NONE, wellknown_discovery},
     {"GET", "/.well-known/jwks.json", PRIV_NONE, wellknown_jwks},
@@ -38,6 +49,9 @@ static void usage(void)
           "        [--keys-dir D] [--threads N] [--database-url URL]\n"
           "  migrate                         apply sql/ migrations (idempotent)\n"
           "  policy apply [--prune] [--dry-run] PATH...\n"
+          "  policy lint [--json] PATH...      flag dangerous trust policies (exit 1 on errors)\n"
+          "  policy test --token FILE [--identity N] [--at TIME] [--json] [PATH...]\n"
+          "                                  explain how a token would be decided\n"
           "  keys generate [--activate-in DURATION] | keys list | keys prune [--max-token-ttl DURATION]\n"
           "  admin-token create --name NAME  print a new admin token once; only its hash is stored\n"
           "Configuration comes from BROKER_* environment variables (see README.md).\n",

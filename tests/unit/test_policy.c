@@ -910,25 +910,29 @@ static void test_concurrent_readers(void **state)
 static void test_example_documents(void **state)
 {
     (void)state;
-    DIR *dir = opendir("trust-policies");
-    assert_non_null(dir);
     json_t *issuers = json_array(), *ids = json_array();
-    struct dirent *de;
     size_t n = 0;
-    while ((de = readdir(dir))) {
-        size_t len = strlen(de->d_name);
-        if (len < 6 || strcmp(de->d_name + len - 5, ".json") != 0)
-            continue;
-        char path[512];
-        snprintf(path, sizeof(path), "trust-policies/%s", de->d_name);
-        json_t *doc = load_json_file(path);
-        assert_non_null(doc);
-        const char *kind = policy_doc_kind(doc);
-        assert_non_null(kind);
-        json_array_append_new(strcmp(kind, "issuer") == 0 ? issuers : ids, doc);
-        n++;
+    /* the applied documents and the examples beside them */
+    static const char *const dirs[] = {"trust-policies", "trust-policies/examples"};
+    for (size_t d = 0; d < 2; d++) {
+        DIR *dir = opendir(dirs[d]);
+        assert_non_null(dir);
+        struct dirent *de;
+        while ((de = readdir(dir))) {
+            size_t len = strlen(de->d_name);
+            if (len < 6 || strcmp(de->d_name + len - 5, ".json") != 0)
+                continue;
+            char path[512];
+            snprintf(path, sizeof(path), "%s/%s", dirs[d], de->d_name);
+            json_t *doc = load_json_file(path);
+            assert_non_null(doc);
+            const char *kind = policy_doc_kind(doc);
+            assert_non_null(kind);
+            json_array_append_new(strcmp(kind, "issuer") == 0 ? issuers : ids, doc);
+            n++;
+        }
+        closedir(dir);
     }
-    closedir(dir);
     assert_true(n >= 6);
     struct policy_set *s = build_or_fail(issuers, ids);
     assert_non_null(policy_set_identity_by_name(s, "demo-deploy"));
