@@ -458,19 +458,36 @@ static const char *lint_role_noun(enum lint_role role)
     return role == ROLE_WHOLE ? "name" : role == ROLE_WORKFLOW ? "OWNER/REPO part" : "name part";
 }
 
-/* "repo:acme/app*" also matches "repo:acme/app-evil": the first wildcard becomes "-evil". */
+/* "repo:acme/app*" also matches "repo:acme/app-evil": the first wildcard becomes "-evil" (or
+ * "evil" where a segment starts), the others "x". */
 static void lint_glob_example(const char *pat, size_t w, char *buf, size_t cap)
 {
     size_t o = 0;
     for (size_t i = 0; pat[i] && o + 6 < cap; i++) {
         if (i == w) {
-            memcpy(buf + o, pat[i] == '*' ? "-evil" : "X", pat[i] == '*' ? 5 : 1);
-            o += pat[i] == '*' ? 5 : 1;
+            bool seg = i == 0 || pat[i - 1] == '/' || pat[i - 1] == ':';
+            const char *ins = pat[i] == '?' ? "X" : seg ? "evil" : "-evil";
+            memcpy(buf + o, ins, strlen(ins));
+            o += strlen(ins);
         } else {
             buf[o++] = (pat[i] == '*' || pat[i] == '?') ? 'x' : pat[i];
         }
     }
     buf[o] = 0;
+}
+
+/* Where wildcards may go, by the kind of value. */
+static const char *lint_shape(const char *pat, enum lint_role role)
+{
+    if (role == ROLE_WHOLE)
+        return "\"OWNER/REPO\" or \"GROUP/PROJECT\" spelled out";
+    if (role == ROLE_WORKFLOW)
+        return "\"OWNER/REPO/.github/workflows/deploy.yml@*\"";
+    if (strncmp(pat, "project_path:", 13) == 0)
+        return "\"project_path:GROUP/PROJECT:*\"";
+    if (strncmp(pat, "system:serviceaccount:", 22) == 0)
+        return "\"system:serviceaccount:NAMESPACE:*\"";
+    return "\"repo:OWNER/REPO:*\"";
 }
 
 static void lint_glob(struct lint_ctx *c, const char *what, const char *pat, enum lint_role role)
@@ -496,114 +513,98 @@ static void lint_glob(struct lint_ctx *c, const char *what, const char *pat, enu
     bool tail = w + 1 == s.n && end == s.n && w > 0 && pat[w] == '*' && pat[w - 1] != '/' && pat[w - 1] != ':';
     if (role == ROLE_SUBJECT && tail)
         lint_text(f->fix, sizeof(f->fix),
-                  "end the name before the wildcard: {\"glob\": \"%.*s:*\"} (or spell the subject out with "
-                  "\"equals\"/\"in\"), and pin the numeric id (repository_id / project_id)", (int)w, pat);
+                  "end the name before the wildcard: {\"glob\": \"%.*s:*\"}, or spell the subject out with "
+                  "{\"equals\": ...} or {\"in\": [...]}", (int)w, pat);
     else if (role == ROLE_WHOLE && tail)
         lint_text(f->fix, sizeof(f->fix), "use {\"equals\": \"%.*s\"}, or list the names with {\"in\": [...]}",
                   (int)w, pat);
     else
         lint_text(f->fix, sizeof(f->fix),
-                  "spell the %s out and put wildcards only after it (e.g. \"repo:OWNER/REPO:*\", "
-                  "\"OWNER/REPO/.github/workflows/deploy.yml@*\"), or list the names with {\"in\": [...]}",
-                  lint_role_noun(role));
+                  "spell the %s out and put wildcards only after it (%s), or list the names with {\"in\": [...]}",
+                  lint_role_noun(role), lint_shape(pat, role));
 done:
     free(s.a);
 }
 
-/* One finding per rule and condition: the worst (then first) atom. */
-struct rx_hit {
+/* Regex findings: rule, level, what the atom does, how to fix it. */
+enum rx_msg { RX_LEADING, RX_TRAILING, RX_CROSSES, RX_DOT, RX_GLUED, RX_SEGMENT, RX_NMSG };
+static const struct {
+    const char *rule;
     enum lint_level level;
-    size_t atom;
+    const char *does, *fix;
+} rx_msgs[RX_NMSG] = {
+    {"regex-unanchored-effect", LINT_ERROR, "accepts any prefix, so anchoring the pattern has no effect",
+     "start with the literal name (\"repo:OWNER/REPO:...\"), or list the values with {\"in\": [...]}"},
+    {"regex-unanchored-effect", LINT_ERROR,
+     "ends the pattern inside the name, so any longer name matches and anchoring has no effect",
+     "spell the name out and let only what follows it vary (e.g. \"repo:OWNER/REPO:.*\"), or list the names with "
+     "{\"in\": [...]}"},
+    {"regex-crosses-separator", LINT_ERROR,
+     "is inside the name and can match '/' and ':', so it accepts other names (a longer one, another owner's)",
+     "spell the name out or list the names with {\"in\": [...]}; never use \".*\", \".+\" or [^...] inside a name"},
+    {"regex-crosses-separator", LINT_WARNING, "is inside the name and matches any character, '/' and ':' included",
+     "escape a literal dot as \"\\\\.\" (or \"[.]\"), or spell the name out"},
+    {"regex-extends-name", LINT_ERROR, "repeats inside the name, so longer names match too (\"app\" and \"app-evil\")",
+     "spell the name out, or list the names with {\"in\": [...]}"},
+    {"regex-extends-name", LINT_WARNING,
+     "accepts every name in that position (e.g. every repository of the owner, including ones created later)",
+     "list the names with {\"in\": [...]}; if every name is really meant, pin the owner by id "
+     "(repository_owner_id / namespace_id)"},
 };
 
-static void rx_note(struct rx_hit *h, enum lint_level level, size_t atom)
-{
-    if (level > h->level)
-        *h = (struct rx_hit){level, atom};
-}
-
-static void lint_regex_branch(const struct rx_seq *s, enum lint_role role, struct rx_hit hits[3])
+/* The first atom of each message kind inside the name part (SIZE_MAX: none). */
+static void lint_regex_branch(const struct rx_seq *s, enum lint_role role, size_t hits[RX_NMSG])
 {
     size_t end = rx_name_end(s, role);
     for (size_t k = 0; k < end; k++) {
         const struct rx_atom *a = &s->a[k];
-        if (a->kind == RX_OPEN && a->unbounded) {
-            if (k == 0 || (k + 1 == s->n && end == s->n))
-                rx_note(&hits[0], LINT_ERROR, k);
-            else
-                rx_note(&hits[1], LINT_ERROR, k);
-        } else if (a->kind == RX_OPEN) {
-            rx_note(&hits[1], LINT_WARNING, k);
-        } else if (a->unbounded) {
-            bool before = k > 0 && rx_is_lit(&s->a[k - 1], 0) && s->a[k - 1].lit != '/' && s->a[k - 1].lit != ':';
-            bool after = k + 1 < end && rx_is_lit(&s->a[k + 1], 0) && s->a[k + 1].lit != '/';
-            rx_note(&hits[2], before || after ? LINT_ERROR : LINT_WARNING, k);
-        }
+        enum rx_msg m;
+        if (a->kind == RX_OPEN && a->unbounded)
+            m = k == 0 ? RX_LEADING : (k + 1 == s->n && end == s->n) ? RX_TRAILING : RX_CROSSES;
+        else if (a->kind == RX_OPEN)
+            m = RX_DOT;
+        else if (!a->unbounded)
+            continue;
+        else if ((k > 0 && rx_is_lit(&s->a[k - 1], 0) && s->a[k - 1].lit != '/' && s->a[k - 1].lit != ':') ||
+                 (k + 1 < end && rx_is_lit(&s->a[k + 1], 0) && s->a[k + 1].lit != '/'))
+            m = RX_GLUED; /* "app[a-z-]*": the repetition continues a name */
+        else
+            m = RX_SEGMENT;
+        if (hits[m] == SIZE_MAX)
+            hits[m] = k;
     }
 }
 
+/* One finding per rule and condition: the worse level wins, then the first atom. */
 static void lint_regex(struct lint_ctx *c, const char *what, const char *pat, enum lint_role role)
 {
-    static const char *const rules[3] = {"regex-unanchored-effect", "regex-crosses-separator", "regex-extends-name"};
     size_t n = strlen(pat);
-    for (size_t b = 0; b < n || b == 0;) {
-        size_t e = rx_branch_end(pat, n, b);
+    for (size_t b = 0; b < n;) {
+        size_t e = rx_branch_end(pat, n, b), hits[RX_NMSG];
         struct rx_seq s = {0};
-        struct rx_hit hits[3] = {{0, 0}, {0, 0}, {0, 0}};
+        for (size_t m = 0; m < RX_NMSG; m++)
+            hits[m] = SIZE_MAX;
         if (!rx_from_regex(pat + b, e - b, 0, &s)) {
             free(s.a);
             c->rc = BROKER_ERR_NOMEM;
             return;
         }
         lint_regex_branch(&s, role, hits);
-        for (size_t r = 0; r < 3; r++) {
-            if (!hits[r].level)
-                continue;
-            const struct rx_atom *a = &s.a[hits[r].atom];
-            struct lint_finding *f = lint_new(c, hits[r].level, rules[r]);
+        for (size_t m = 0; m < RX_NMSG; m++) {
+            bool dup = false;
+            for (size_t o = 0; o < RX_NMSG; o++) /* same rule, worse level or earlier kind */
+                dup |= o != m && hits[o] != SIZE_MAX && strcmp(rx_msgs[o].rule, rx_msgs[m].rule) == 0 &&
+                       (rx_msgs[o].level > rx_msgs[m].level || (rx_msgs[o].level == rx_msgs[m].level && o < m));
+            struct lint_finding *f = hits[m] == SIZE_MAX || dup ? NULL : lint_new(c, rx_msgs[m].level, rx_msgs[m].rule);
             if (!f)
-                break;
-            int alen = (int)a->len;
-            const char *atext = pat + b + a->at;
-            size_t off = b + a->at;
-            const char *noun = lint_role_noun(role);
-            if (r == 0) {
-                lint_text(f->message, sizeof(f->message),
-                          "regex \"%s\" on %s: \"%.*s\" at offset %zu %s, so anchoring the pattern has no effect", pat,
-                          what, alen, atext, off,
-                          hits[r].atom == 0 ? "accepts any prefix" : "ends the pattern inside the name and accepts "
-                                                                      "any longer name");
-                lint_text(f->fix, sizeof(f->fix),
-                          "spell the %s out (or list the names with {\"in\": [...]}); let only what follows it vary, "
-                          "e.g. \"repo:OWNER/REPO:.*\"", noun);
-            } else if (r == 1 && hits[r].level == LINT_ERROR) {
-                lint_text(f->message, sizeof(f->message),
-                          "regex \"%s\" on %s: \"%.*s\" at offset %zu is inside the %s and can match '/' and ':', so "
-                          "it accepts other names (e.g. a longer name, or another owner's)", pat, what, alen, atext,
-                          off, noun);
-                lint_text(f->fix, sizeof(f->fix),
-                          "spell the %s out or list the names with {\"in\": [...]}; never use \".*\", \".+\" or [^...] "
-                          "inside a name", noun);
-            } else if (r == 1) {
-                lint_text(f->message, sizeof(f->message),
-                          "regex \"%s\" on %s: \"%.*s\" at offset %zu matches any character, '/' and ':' included, "
-                          "inside the %s", pat, what, alen, atext, off, noun);
-                lint_text(f->fix, sizeof(f->fix), "escape a literal dot as \"\\\\.\" (or \"[.]\"), or spell the %s out",
-                          noun);
-            } else {
-                lint_text(f->message, sizeof(f->message),
-                          "regex \"%s\" on %s: \"%.*s\" at offset %zu repeats inside the %s, so it %s", pat, what,
-                          alen, atext, off, noun,
-                          hits[r].level == LINT_ERROR ? "also accepts longer names (\"app\" and \"app-evil\")"
-                                                      : "accepts every name in that position (e.g. every repository "
-                                                        "of the owner, including ones created later)");
-                lint_text(f->fix, sizeof(f->fix),
-                          "list the names with {\"in\": [...]}; if every name is really meant, pin the owner by id "
-                          "(repository_owner_id / namespace_id)");
-            }
+                continue;
+            const struct rx_atom *a = &s.a[hits[m]];
+            lint_text(f->message, sizeof(f->message), "regex \"%s\" on %s: \"%.*s\" at offset %zu %s", pat, what,
+                      (int)a->len, pat + b + a->at, b + a->at, rx_msgs[m].does);
+            lint_text(f->fix, sizeof(f->fix), "%s", rx_msgs[m].fix);
         }
         free(s.a);
-        if (c->rc != BROKER_OK || e >= n)
+        if (c->rc != BROKER_OK)
             return;
         b = e + 1;
     }
@@ -620,16 +621,29 @@ static void lint_name_cond(struct lint_ctx *c, const char *what, const struct co
         lint_regex(c, what, cd->value, role);
 }
 
-/* The GitHub subject can be customised to carry ids instead of names. */
+/* The GitHub subject can be customised to carry ids ("repository_owner_id:42:repository_id:99:..."):
+ * every value must hold one, spelled out in digits. */
+static bool lint_id_in(const char *v)
+{
+    static const char *const keys[] = {"repository_id:", "repository_owner_id:"};
+    for (size_t k = 0; k < 2; k++) {
+        const char *p = strstr(v, keys[k]);
+        size_t d = p ? strspn(p + strlen(keys[k]), "0123456789") : 0;
+        if (d > 0 && (p[strlen(keys[k]) + d] == ':' || p[strlen(keys[k]) + d] == 0))
+            return true;
+    }
+    return false;
+}
+
 static bool lint_sub_has_ids(const struct cond *cd)
 {
     if (cd->op == COND_IN) {
         for (size_t i = 0; i < cd->nlist; i++)
-            if (!strstr(cd->list[i], "repository_id:") && !strstr(cd->list[i], "repository_owner_id:"))
+            if (!lint_id_in(cd->list[i]))
                 return false;
         return cd->nlist > 0;
     }
-    return cd->op != COND_NOT && (strstr(cd->value, "repository_id:") || strstr(cd->value, "repository_owner_id:"));
+    return cd->op != COND_NOT && lint_id_in(cd->value);
 }
 
 /* ---- one trust policy ---- */
@@ -739,8 +753,8 @@ static void lint_condition(struct lint_ctx *c, const json_t *v, const char *clai
         struct lint_finding *f = admitted[0] ? lint_new(c, priv ? LINT_ERROR : LINT_WARNING, "privileged-event") : NULL;
         if (f) {
             lint_text(f->message, sizeof(f->message),
-                      "event_name admits %s, which run with the base repository's privileges on code or input an "
-                      "outside contributor controls%s%s%s", admitted, priv ? "; the policy grants \"" : "",
+                      "event_name admits %s: such workflows run with the base repository's secrets and token while "
+                      "acting on a pull request or run an outside contributor controls%s%s%s", admitted, priv ? "; the policy grants \"" : "",
                       priv ? priv : "", priv ? "\"" : " (the granted scopes are read-only)");
             lint_text(f->fix, sizeof(f->fix),
                       "allow only trusted events, e.g. {\"in\": [\"push\", \"workflow_dispatch\"]}; serve "
@@ -758,7 +772,6 @@ static void lint_policy(struct lint_ctx *c, const json_t *id, const json_t *tp, 
     const json_t *idoc = lint_find_issuer(c->issuers, iname);
     const json_t *pscopes = json_object_get(tp, "scopes"), *idscopes = json_object_get(id, "scopes");
     const json_t *claims = json_object_get(tp, "claims"), *subject = json_object_get(tp, "subject"), *v;
-    const char *iurl = idoc ? json_string_value(json_object_get(idoc, "url")) : NULL;
     enum lint_iss iss = idoc ? lint_issuer_kind(idoc) : ISS_UNKNOWN;
     struct lint_binds binds = {NULL, false};
     struct lint_finding *f;
@@ -768,8 +781,9 @@ static void lint_policy(struct lint_ctx *c, const json_t *id, const json_t *tp, 
     snprintf(pname, sizeof(pname), "trust[%zu]", idx);
     c->policy = name ? name : pname;
     c->issuer = iname ? iname : "";
-    if (!iurl)
-        iurl = iss == ISS_GITHUB ? LINT_GITHUB_URL : iss == ISS_GITLAB ? "https://gitlab.com" : iname;
+    char idesc[BROKER_MAX_NAME_LEN + 32];
+    snprintf(idesc, sizeof(idesc), "%s (issuer \"%s\")", iss == ISS_GITHUB ? "GitHub Actions" : "GitLab",
+             iname ? iname : "?");
 
     if (iname && !idoc && (f = lint_new(c, LINT_ERROR, "invalid-document"))) {
         lint_text(f->message, sizeof(f->message), "trust[%zu].issuer: no issuer document named \"%s\"", idx, iname);
@@ -813,19 +827,20 @@ static void lint_policy(struct lint_ctx *c, const json_t *id, const json_t *tp, 
         if (binds.name && (f = lint_new(c, LINT_ERROR, "mutable-name-without-id"))) {
             lint_text(f->message, sizeof(f->message),
                       "trusts %s by name (%s) without pinning %s or %s: after a rename, transfer or deletion "
-                      "someone else can own that name", iurl, binds.name, idname, owner);
+                      "someone else can own that name", idesc, binds.name, idname, owner);
             lint_text(f->fix, sizeof(f->fix),
                       "add \"claims\": {\"%s\": {\"equals\": \"ID\"}} with the numeric id (from the API, or "
                       "the claims of a token from that %s)", idname, iss == ISS_GITHUB ? "repository" : "project");
         } else if (!binds.name && (f = lint_new(c, LINT_ERROR, "unscoped-public-issuer"))) {
             lint_text(f->message, sizeof(f->message),
                       "binds no repository or owner (no sub, %s, %s or name claim): any workload on the shared "
-                      "issuer %s can use this identity", idname, owner, iurl);
+                      "issuer %s can use this identity", idname, owner, idesc);
             lint_text(f->fix, sizeof(f->fix),
                       "bind \"subject\" to the exact workload and pin \"%s\" (and/or \"%s\") with \"equals\"",
                       idname, owner);
         }
     }
+    c->policy = c->issuer = ""; /* pname is about to go out of scope */
 }
 
 /* ---- documents ---- */
