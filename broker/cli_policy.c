@@ -172,6 +172,14 @@ static int apply(int argc, char **argv)
         fprintf(stderr, "policy apply: refused, nothing changed: %s\n", err);
         goto out;
     }
+    /* the linter's findings are warnings here: `broker policy lint` is the gate that fails */
+    struct lint_report lint = {0};
+    if (lint_documents(all_iss, identities, &lint) == BROKER_OK) /* stored issuers give context */
+        for (size_t k = 0; k < lint.n; k++) {
+            fputs("warning: ", stderr);
+            cli_lint_print(stderr, NULL, &lint.items[k]);
+        }
+    lint_report_free(&lint);
     if (store_put_documents(st, issuers, identities, prune, dry_run, changes) != BROKER_OK) {
         fprintf(stderr, "policy apply: database: %s\n", store_last_error(st));
         goto out;
