@@ -345,7 +345,8 @@ int cli_policy_test_io(int argc, char **argv, FILE *out, FILE *err)
     if (o.json)
         fputc('\n', out);
     free(text);
-    rc = strcmp(json_string_value(json_object_get(result, "decision")), "issued") == 0 ? 0 : 1;
+    const char *reason = json_string_value(json_object_get(result, "reason"));
+    rc = strcmp(reason, "ok") == 0 ? 0 : strcmp(reason, "bad_request") == 0 ? 2 : 1;
 out:
     if (token != NULL) {
         OPENSSL_cleanse(token, token_read); /* a live token is a credential */

@@ -286,6 +286,19 @@ static void audience_check(struct ex *x, const json_t *claims, const char *broke
              ok ? NULL : json_string("the token's aud contains no audience a listed trust policy requires"));
 }
 
+/* Strings of the request end up in JSON: they must be UTF-8 (jansson refuses anything else). */
+static bool request_utf8(const struct explain_request *rq)
+{
+    const char *const s[] = {rq->identity, rq->scope, rq->audience, rq->broker_issuer, rq->issuer_name};
+    for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++) {
+        json_t *j = s[i] != NULL ? json_string(s[i]) : NULL;
+        if (s[i] != NULL && j == NULL)
+            return false;
+        json_decref(j);
+    }
+    return true;
+}
+
 /* ---- policies ---- */
 
 static bool tp_listed(const json_t *entries, size_t from, size_t to, const char *ident, const char *pol)
@@ -384,7 +397,7 @@ static const char *hint_for(enum broker_err e)
         return "the issuer's JWKS could not be fetched or loaded; check url, jwks_uri, ca_file or jwks_file";
     case BROKER_ERR_BAD_SIGNATURE: return "the token was altered, or signed by a key of another issuer";
     case BROKER_ERR_MISSING_EXP: return "tokens without exp are never accepted";
-    case BROKER_ERR_EXPIRED: return "request a fresh token (--at replays a decision at an earlier time)";
+    case BROKER_ERR_EXPIRED: return "request a fresh token (\"at\" / --at replays a decision at an earlier time)";
     case BROKER_ERR_NOT_YET_VALID: return "nbf or iat lies in the future: check the clocks of the issuer and the broker";
     case BROKER_ERR_BAD_CLAIM: return "exp, nbf and iat must be integer NumericDates";
     case BROKER_ERR_WRONG_AUDIENCE:
@@ -425,11 +438,19 @@ json_t *explain_run(const struct policy_set *set, const struct explain_request *
     enum broker_err reason = BROKER_OK, policy_reason = BROKER_OK;
     bool policy_ran = false;
     struct policy_result res = {0};
+    struct explain_request blank = {0};
 
     if (x.out == NULL || x.checks == NULL || x.policies == NULL)
         goto fail;
     ex_set(&x, x.out, "mode", json_string(token_mode ? "token" : "claims"));
     ex_set(&x, x.out, "at", json_integer(rq->at));
+    if (!request_utf8(rq)) {
+        ex_check(&x, "parse", false, NULL, NULL, json_string("identity, scope, audience and issuer must be UTF-8"));
+        reason = BROKER_ERR_BAD_REQUEST;
+        blank.at = rq->at;
+        rq = &blank; /* nothing of it is echoed */
+        goto decided;
+    }
 
     if (token_mode) {
         enum broker_err e = jwt_parse((const uint8_t *)rq->token, rq->token_len, &t);

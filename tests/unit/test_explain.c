@@ -473,6 +473,11 @@ static void test_unknown_kid_and_no_keys(void **state)
     assert_string_equal(jstr(r, "reason"), "issuer_keys_unavailable");
     assert_string_equal(jstr(r, "policy_reason"), "ok");
     json_decref(r);
+    /* request strings that are not UTF-8 are refused, not echoed */
+    r = explain_token(set, tok, len, "bad\xff", IAT2025, BROKER, test_keys, &k);
+    assert_string_equal(jstr(r, "reason"), "bad_request");
+    assert_true(json_is_null(json_object_get(r, "identity")));
+    json_decref(r);
     jwks_free(k.jwks);
     policy_set_unref(set);
     free(tok);
@@ -784,6 +789,12 @@ static void test_cli(void **state)
     char *a4[] = {"--token", tokpath, "--at", "1743246227", "--issuer-url", BROKER, issuer, tokfile};
     assert_int_equal(run_cli(a4, 8, &out, &err), 1);
     assert_contains(out, "decision: DENIED (wrong_audience)");
+    free(out);
+    free(err);
+
+    char *a5[] = {"--token", tokpath, "--identity", "bad\xff", issuer, DATA "/gha-2025"};
+    assert_int_equal(run_cli(a5, 6, &out, &err), 2);
+    assert_contains(out, "decision: DENIED (bad_request)");
     free(out);
     free(err);
 
