@@ -459,13 +459,13 @@ static const char *lint_role_noun(enum lint_role role)
 }
 
 /* "repo:acme/app*" also matches "repo:acme/app-evil": the first wildcard becomes "-evil" (or
- * "evil" where a segment starts), the others "x". */
+ * "evil" after a separator), the others "x". */
 static void lint_glob_example(const char *pat, size_t w, char *buf, size_t cap)
 {
     size_t o = 0;
     for (size_t i = 0; pat[i] && o + 6 < cap; i++) {
         if (i == w) {
-            bool seg = i == 0 || pat[i - 1] == '/' || pat[i - 1] == ':';
+            bool seg = i == 0 || strchr("/:-_.", pat[i - 1]);
             const char *ins = pat[i] == '?' ? "X" : seg ? "evil" : "-evil";
             memcpy(buf + o, ins, strlen(ins));
             o += strlen(ins);
@@ -487,7 +487,9 @@ static const char *lint_shape(const char *pat, enum lint_role role)
         return "\"project_path:GROUP/PROJECT:*\"";
     if (strncmp(pat, "system:serviceaccount:", 22) == 0)
         return "\"system:serviceaccount:NAMESPACE:*\"";
-    return "\"repo:OWNER/REPO:*\"";
+    if (strncmp(pat, "repo:", 5) == 0)
+        return "\"repo:OWNER/REPO:*\"";
+    return "after the first ':'";
 }
 
 static void lint_glob(struct lint_ctx *c, const char *what, const char *pat, enum lint_role role)
@@ -510,8 +512,11 @@ static void lint_glob(struct lint_ctx *c, const char *what, const char *pat, enu
     lint_text(f->message, sizeof(f->message),
               "glob \"%s\" on %s: '%c' at offset %zu is inside the %s, so it also matches \"%s\"", pat, what,
               pat[w], w, lint_role_noun(role), example);
+    /* a single trailing '*' right after a name: say where the name should have ended */
     bool tail = w + 1 == s.n && end == s.n && w > 0 && pat[w] == '*' && pat[w - 1] != '/' && pat[w - 1] != ':';
-    if (role == ROLE_SUBJECT && tail)
+    bool known = ((strncmp(pat, "repo:", 5) == 0 || strncmp(pat, "project_path:", 13) == 0) && memchr(pat, '/', w)) ||
+                 strncmp(pat, "system:serviceaccount:", 22) == 0;
+    if (role == ROLE_SUBJECT && tail && known)
         lint_text(f->fix, sizeof(f->fix),
                   "end the name before the wildcard: {\"glob\": \"%.*s:*\"}, or spell the subject out with "
                   "{\"equals\": ...} or {\"in\": [...]}", (int)w, pat);
