@@ -1486,7 +1486,7 @@ enum broker_err store_audit_list(struct store *st, const struct store_audit_filt
                      "subject_jti, 'token_jti', token_jti, 'scope', scope, 'audience', audience, 'client_addr', "
                      "client_addr)::text FROM audit WHERE ($1::text IS NULL OR identity = $1::text) AND ($2::text IS "
                      "NULL OR result = $2::text) AND ($3::timestamptz IS NULL OR at >= $3::timestamptz) AND ($4::text "
-                     "IS NULL OR request_id = $4::text) AND ($5::bigint IS NULL OR id < $5::bigint) ORDER BY id DESC "
+                     "IS NULL OR request_id = $4::text) AND ($5::bigint IS NULL OR id < $5::bigint) ORDER BY audit.id DESC "
                      "LIMIT $6::int",
                      6, v, NULL, NULL, PGRES_TUPLES_OK);
     if (!res)
