@@ -133,7 +133,7 @@ static const char *parse_detail(enum broker_err e)
     case BROKER_ERR_ALG_NOT_ALLOWED: return "alg is absent, \"none\" or not a JWS algorithm";
     case BROKER_ERR_TOKEN_CRIT: return "the header has \"crit\": no JWS extensions are accepted";
     case BROKER_ERR_BAD_CLAIM: return "iss is not a string";
-    default: return "not a compact JWS (three base64url segments, JSON objects, no duplicate keys)";
+    default: return "not a compact JWS: three base64url segments, JSON objects, no duplicate keys";
     }
 }
 
@@ -236,9 +236,17 @@ static void signature_checks(struct ex *x, const struct jwt *t, const struct iss
         for (size_t i = 0; kids != NULL && i < keys->n && i < EXPLAIN_MAX_LISTED; i++)
             if (json_array_append_new(kids, json_string(keys->keys[i].kid)) != 0)
                 x->oom = true;
+        char list[512];
+        size_t pos = 0;
+        list[0] = '\0';
+        for (size_t i = 0; i < keys->n && pos < sizeof(list); i++) {
+            int w = snprintf(list + pos, sizeof(list) - pos, "%s%s", i ? ", " : "", keys->keys[i].kid);
+            pos += w > 0 ? (size_t)w : 0;
+        }
         ex_check(x, "signature", false, kids, jstr_or_null(t->kid),
-                 json_string(t->kid ? "no key with this kid in the issuer's key set"
-                                    : "no kid, and not exactly one key of the set fits the alg"));
+                 jfmt("%s; the set has: %s",
+                      t->kid ? "no key with this kid in the issuer's key set"
+                             : "no kid, and not exactly one key of the set fits the alg", list));
         return;
     }
     enum broker_err e = verify_signature(key, t->alg, t->signing_input, t->signing_input_len, t->sig, t->sig_len);

@@ -468,6 +468,8 @@ static void test_unknown_kid_and_no_keys(void **state)
     const json_t *c = check_of(r, "signature");
     assert_string_equal(json_string_value(json_array_get(json_object_get(c, "expected"), 0)),
                         "78167F727DEC5D801DD1C8784C704A1C880EC0E1");
+    assert_string_equal(jstr(c, "detail"), "no key with this kid in the issuer's key set; the set has: "
+                                           "78167F727DEC5D801DD1C8784C704A1C880EC0E1, 52F197C481DE70112C441B4A9B37B53C7FCF0DB5");
     json_decref(r);
     r = explain_token(set, tok, len, NULL, IAT2025, BROKER, NULL, NULL);
     assert_string_equal(jstr(r, "reason"), "issuer_keys_unavailable");
