@@ -2,6 +2,7 @@
  * them (a file, or a directory's *.json files, sorted, not recursive) and remembered with their
  * file so each finding names it. A file that is not a policy document is itself a finding. */
 #include "cli_lint.h"
+#include "docload.h"
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
@@ -14,13 +15,6 @@
 #include "policy.h"
 
 #define LINT_USAGE "usage: broker policy lint [--json] PATH...\n"
-
-struct lint_input {
-    json_t *issuers, *identities;     /* documents */
-    json_t *issuer_files, *identity_files; /* the file of each, same index */
-    json_t *bad;                      /* findings about files that are no document: [{"file","message"}] */
-    size_t nfiles;
-};
 
 void cli_lint_print(FILE *out, const char *file, const struct lint_finding *f)
 {
@@ -45,76 +39,7 @@ void cli_lint_print(FILE *out, const char *file, const struct lint_finding *f)
             f->fix);
 }
 
-static int lint_bad_file(struct lint_input *in, const char *path, const char *why)
-{
-    return json_array_append_new(in->bad, json_pack("{s:s, s:s}", "file", path, "message", why)) == 0 ? 0 : 2;
-}
-
-/* 0 loaded (or recorded as a bad document), 2 on I/O errors. */
-static int lint_load_file(struct lint_input *in, const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "policy lint: %s: %s\n", path, strerror(errno));
-        return 2;
-    }
-    char *buf = malloc(BROKER_MAX_DOC_BYTES + 1);
-    size_t n = buf ? fread(buf, 1, BROKER_MAX_DOC_BYTES + 1, f) : 0;
-    int rc = buf && ferror(f) ? 2 : 0;
-    fclose(f);
-    in->nfiles++;
-    if (!buf || rc) {
-        fprintf(stderr, "policy lint: %s: %s\n", path, buf ? "read error" : "out of memory");
-        free(buf);
-        return 2;
-    }
-    json_t *doc = n > BROKER_MAX_DOC_BYTES ? NULL : jwt_json_load_strict((const uint8_t *)buf, n, BROKER_MAX_JSON_DEPTH);
-    free(buf);
-    const char *kind = policy_doc_kind(doc);
-    if (n > BROKER_MAX_DOC_BYTES)
-        rc = lint_bad_file(in, path, "larger than the document limit (1 MiB)");
-    else if (!json_is_object(doc))
-        rc = lint_bad_file(in, path, "not a JSON object (or duplicate keys, or nested too deeply)");
-    else if (!kind)
-        rc = lint_bad_file(in, path, "neither an issuer document (\"issuer\") nor an identity document (\"identity\")");
-    else if (strcmp(kind, "issuer") == 0)
-        rc = json_array_append(in->issuers, doc) || json_array_append_new(in->issuer_files, json_string(path)) ? 2 : 0;
-    else
-        rc = json_array_append(in->identities, doc) || json_array_append_new(in->identity_files, json_string(path)) ? 2
-                                                                                                                   : 0;
-    json_decref(doc);
-    return rc;
-}
-
-static int lint_load_path(struct lint_input *in, const char *path)
-{
-    struct stat sb;
-    struct dirent **ents;
-    int rc = 0, n;
-    if (stat(path, &sb) != 0) {
-        fprintf(stderr, "policy lint: %s: %s\n", path, strerror(errno));
-        return 2;
-    }
-    if (!S_ISDIR(sb.st_mode))
-        return lint_load_file(in, path);
-    if ((n = scandir(path, &ents, NULL, alphasort)) < 0) {
-        fprintf(stderr, "policy lint: %s: %s\n", path, strerror(errno));
-        return 2;
-    }
-    for (int i = 0; i < n; i++) {
-        size_t l = strlen(ents[i]->d_name);
-        char full[PATH_MAX];
-        if (rc == 0 && l > 5 && strcmp(ents[i]->d_name + l - 5, ".json") == 0 && ents[i]->d_name[0] != '.' &&
-            (size_t)snprintf(full, sizeof(full), "%s/%s", path, ents[i]->d_name) < sizeof(full) &&
-            stat(full, &sb) == 0 && S_ISREG(sb.st_mode))
-            rc = lint_load_file(in, full);
-        free(ents[i]);
-    }
-    free(ents);
-    return rc;
-}
-
-static const char *lint_file_of(const struct lint_input *in, const struct lint_finding *f)
+static const char *lint_file_of(const struct docset *in, const struct lint_finding *f)
 {
     const json_t *files = f->doc_kind == LINT_DOC_ISSUER ? in->issuer_files : in->identity_files;
     if (f->doc_kind == LINT_DOC_SET)
@@ -124,7 +49,7 @@ static const char *lint_file_of(const struct lint_input *in, const struct lint_f
 
 int cli_policy_lint(int argc, char **argv)
 {
-    struct lint_input in = {json_array(), json_array(), json_array(), json_array(), json_array(), 0};
+    struct docset in;
     struct lint_report rep = {0};
     json_t *all = NULL;
     bool as_json = false, flags = true;
@@ -132,8 +57,8 @@ int cli_policy_lint(int argc, char **argv)
     size_t i, errors = 0, warnings = 0;
     const json_t *b;
 
-    if (!in.issuers || !in.identities || !in.issuer_files || !in.identity_files || !in.bad)
-        goto out;
+    if (docset_init(&in) != 0)
+        return 2;
     for (int k = 0; k < argc; k++) {
         if (flags && strcmp(argv[k], "--json") == 0) {
             as_json = true;
@@ -148,7 +73,7 @@ int cli_policy_lint(int argc, char **argv)
             goto out;
         } else {
             npaths++;
-            if (lint_load_path(&in, argv[k]) != 0)
+            if (docset_load_path(&in, argv[k], true, stderr) != 0) /* bad documents are findings */
                 goto out;
         }
     }
@@ -200,10 +125,6 @@ int cli_policy_lint(int argc, char **argv)
 out:
     lint_report_free(&rep);
     json_decref(all);
-    json_decref(in.issuers);
-    json_decref(in.identities);
-    json_decref(in.issuer_files);
-    json_decref(in.identity_files);
-    json_decref(in.bad);
+    docset_clear(&in);
     return rc;
 }

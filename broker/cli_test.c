@@ -2,6 +2,7 @@
  * `policy apply`) or the database; keys from the issuer documents (inline, file, or one synchronous
  * fetch as the server would make it). The decision and its explanation are explain.c's. */
 #include "cli_test.h"
+#include "docload.h"
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
@@ -61,72 +62,16 @@ out:
     return buf;
 }
 
-/* A relative file reference of an issuer document is relative to the document's directory. */
-static int absolutize(json_t *doc, const char *key, const char *docpath, FILE *err)
+/* Documents of one PATH argument (the loader shared with apply and lint). */
+static int load_path(const char *path, json_t *issuers, json_t *identities, FILE *err)
 {
-    const char *v = json_string_value(json_object_get(doc, key));
-    if (v == NULL || v[0] == '/')
-        return 0;
-    char dirbuf[PATH_MAX], joined[PATH_MAX * 2], real[PATH_MAX];
-    snprintf(dirbuf, sizeof(dirbuf), "%s", docpath);
-    snprintf(joined, sizeof(joined), "%s/%s", dirname(dirbuf), v);
-    if (realpath(joined, real) == NULL) {
-        fprintf(err, "%s: %s: cannot resolve %s: %s\n", docpath, key, joined, strerror(errno));
+    struct docset d;
+    if (docset_init(&d) != 0)
         return -1;
-    }
-    return json_object_set_new(doc, key, json_string(real)) == 0 ? 0 : -1;
-}
-
-static int load_file(const char *path, json_t *issuers, json_t *identities, FILE *err)
-{
-    size_t n = 0;
-    uint8_t *buf = read_file(NULL, path, BROKER_MAX_DOC_BYTES, &n, err);
-    if (buf == NULL)
-        return -1;
-    json_t *doc = jwt_json_load_strict(buf, n, BROKER_MAX_JSON_DEPTH);
-    free(buf);
-    const char *kind = json_is_object(doc) ? policy_doc_kind(doc) : NULL;
-    int rc = -1;
-    if (!json_is_object(doc))
-        fprintf(err, "%s: not a JSON object (or duplicate keys / too deeply nested)\n", path);
-    else if (kind != NULL && strcmp(kind, "issuer") == 0)
-        rc = absolutize(doc, "jwks_file", path, err) == 0 && absolutize(doc, "ca_file", path, err) == 0 &&
-                     json_array_append(issuers, doc) == 0
-                 ? 0
-                 : -1;
-    else if (kind != NULL && strcmp(kind, "identity") == 0)
-        rc = json_array_append(identities, doc) == 0 ? 0 : -1;
-    else
-        fprintf(err, "%s: neither an issuer document (\"issuer\") nor an identity document (\"identity\")\n", path);
-    json_decref(doc);
-    return rc;
-}
-
-int cli_test_load_path(const char *path, json_t *issuers, json_t *identities, FILE *err)
-{
-    struct stat sb;
-    if (stat(path, &sb) != 0) {
-        fprintf(err, "%s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    if (!S_ISDIR(sb.st_mode))
-        return load_file(path, issuers, identities, err);
-    struct dirent **ents;
-    int n = scandir(path, &ents, NULL, alphasort), rc = 0;
-    if (n < 0) {
-        fprintf(err, "%s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    for (int i = 0; i < n; i++) {
-        size_t l = strlen(ents[i]->d_name);
-        char full[PATH_MAX];
-        if (rc == 0 && l > 5 && strcmp(ents[i]->d_name + l - 5, ".json") == 0 && ents[i]->d_name[0] != '.' &&
-            (size_t)snprintf(full, sizeof(full), "%s/%s", path, ents[i]->d_name) < sizeof(full) &&
-            stat(full, &sb) == 0 && S_ISREG(sb.st_mode) && load_file(full, issuers, identities, err) != 0)
-            rc = -1;
-        free(ents[i]);
-    }
-    free(ents);
+    int rc = docset_load_path(&d, path, false, err);
+    if (rc == 0 && (json_array_extend(issuers, d.issuers) != 0 || json_array_extend(identities, d.identities) != 0))
+        rc = -1;
+    docset_clear(&d);
     return rc;
 }
 
@@ -209,7 +154,7 @@ static int parse_opts(int argc, char **argv, struct opts *o, json_t *issuers, js
             return -1;
         }
         o->npaths++;
-        if (cli_test_load_path(a, issuers, identities, err) != 0)
+        if (load_path(a, issuers, identities, err) != 0)
             return -1;
     }
     if (o->token_file == NULL) {

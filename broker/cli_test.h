@@ -12,9 +12,5 @@ int cli_policy_test(int argc, char **argv);
 /* The same writing the result to out and diagnostics to err (tests). */
 int cli_policy_test_io(int argc, char **argv, FILE *out, FILE *err);
 
-/* Documents from files and directories (their *.json, sorted, not recursive): issuer documents go
- * to issuers (relative jwks_file / ca_file made absolute against the document's directory),
- * identity documents to identities. 0, or -1 with the reason written to err. */
-int cli_test_load_path(const char *path, json_t *issuers, json_t *identities, FILE *err);
 
 #endif

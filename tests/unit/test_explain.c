@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include "test_util.h"
 #include "cli_test.h"
+#include "docload.h"
 #include "explain.h"
 #include "jwks.h"
 #include "jwt.h"
@@ -57,17 +58,21 @@ static struct policy_set *build_set(const char *jwks_rel, const char *dir, json_
     char *jwks = fixture_path(jwks_rel), err[512];
     json_t *issuers = json_pack("[{s:s, s:s, s:s, s:[s]}]", "issuer", "github-actions", "url", GH, "jwks_file", jwks,
                                 "algorithms", "RS256");
-    json_t *ids = json_array(), *ignored = json_array();
+    json_t *ids = json_array();
+    struct docset docs;
     struct policy_set *set = NULL;
-    if (dir != NULL)
-        assert_int_equal(cli_test_load_path(dir, ignored, ids, stderr), 0);
+    assert_int_equal(docset_init(&docs), 0);
+    if (dir != NULL) {
+        assert_int_equal(docset_load_path(&docs, dir, false, stderr), 0);
+        json_array_extend(ids, docs.identities);
+    }
+    docset_clear(&docs);
     if (more_identities != NULL)
         json_array_extend(ids, more_identities);
     if (policy_set_build(issuers, ids, &set, err, sizeof(err)) != BROKER_OK)
         fail_msg("policy_set_build: %s", err);
     json_decref(issuers);
     json_decref(ids);
-    json_decref(ignored);
     json_decref(more_identities);
     free(jwks);
     return set;
@@ -827,14 +832,14 @@ static void test_data_issuers_resolve(void **state)
     (void)state;
     if (getenv("BROKER_FIXTURES") != NULL)
         skip();
-    json_t *iss = json_array(), *ids = json_array();
-    assert_int_equal(cli_test_load_path(DATA "/issuers", iss, ids, stderr), 0);
-    assert_int_equal(json_array_size(iss), 2);
-    const char *f = json_string_value(json_object_get(json_array_get(iss, 0), "jwks_file"));
+    struct docset d;
+    assert_int_equal(docset_init(&d), 0);
+    assert_int_equal(docset_load_path(&d, DATA "/issuers", false, stderr), 0);
+    assert_int_equal(json_array_size(d.issuers), 2);
+    const char *f = json_string_value(json_object_get(json_array_get(d.issuers, 0), "jwks_file"));
     assert_true(f != NULL && f[0] == '/');
     assert_int_equal(access(f, R_OK), 0);
-    json_decref(iss);
-    json_decref(ids);
+    docset_clear(&d);
 }
 
 static int teardown(void **state)
