@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 #include "audit.h"
+#include "explain.h"
 #include "form.h"
 #include "idlimit.h"
 #include "issuers.h"
@@ -213,24 +214,59 @@ static void on_audited(struct audit_job *aj)
     http_post(j->loop, &j->msg); /* from the writer thread back to the request's loop */
 }
 
-static char *explain_verify(const struct xjob *j, enum broker_err e)
+struct explain_keys {
+    struct issuer_keys *k;
+};
+
+static const struct jwks *on_explain_keys(void *ctx, const struct issuer_cfg *issuer)
 {
-    json_t *o = json_pack("{s:s, s:s}", "stage", "verify", "reason", broker_strerror(e));
+    struct explain_keys *x = ctx;
+    if (x->k == NULL)
+        x->k = issuers_keys_get(issuer->url); /* cached keys only: explaining never fetches */
+    return x->k != NULL ? issuer_keys_jwks(x->k) : NULL;
+}
+
+/* The audit explanation of a denial: the same document `broker policy test` prints (every check,
+ * every trust policy of the issuer with each condition), so `broker audit show` can render it.
+ * Denials are the slow path: this parses and verifies once more. */
+static char *explain_denial(const struct xjob *j, enum broker_err e)
+{
+    json_t *o = NULL;
+    if (j->token != NULL && j->set != NULL && e != BROKER_ERR_BAD_REQUEST && e != BROKER_ERR_UNSUPPORTED_GRANT) {
+        struct explain_keys keys = {0};
+        struct explain_request rq = {
+            .token = j->token,
+            .token_len = j->token_len,
+            .identity = j->want_identity,
+            .scope = j->want_scope,
+            .audience = j->want_audience,
+            .peer = (const struct sockaddr *)&j->r->peer,
+            .at = j->now,
+            .broker_issuer = self_issuer,
+            .keys = on_explain_keys,
+            .keys_ctx = &keys,
+        };
+        o = explain_run(j->set, &rq);
+        if (keys.k != NULL)
+            issuer_keys_unref(keys.k);
+    } else {
+        o = json_pack("{s:s, s:s}", "decision", "denied", "reason", broker_strerror(e));
+        if (o != NULL && e == BROKER_ERR_BAD_REQUEST && j->bad_request != NULL)
+            json_object_set_new(o, "detail", json_string(j->bad_request));
+    }
     if (o == NULL)
         return NULL;
-    if (j->have_jwt) {
-        json_object_set_new(o, "alg", json_string(jwt_alg_name(j->jwt.alg)));
-        if (j->jwt.kid != NULL)
-            json_object_set_new(o, "kid", json_string(j->jwt.kid));
-        if (j->jwt.iss != NULL)
-            json_object_set_new(o, "iss", json_string(j->jwt.iss));
-    }
-    if (j->issuer != NULL)
-        json_object_set_new(o, "issuer", json_string(j->issuer->name));
-    if (e == BROKER_ERR_BAD_REQUEST && j->bad_request != NULL)
-        json_object_set_new(o, "detail", json_string(j->bad_request));
+    /* the exchange's own reason is authoritative (e.g. keys arrived between the two looks) */
+    json_object_set_new(o, "reason", json_string(broker_strerror(e)));
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
+    if (s != NULL && strlen(s) > BROKER_AUDIT_EXPLAIN_MAX) {
+        free(s);
+        s = NULL;
+        if ((o = json_pack("{s:s, s:s, s:b}", "decision", "denied", "reason", broker_strerror(e), "truncated", 1)))
+            s = json_dumps(o, JSON_COMPACT);
+        json_decref(o);
+    }
     return s;
 }
 
@@ -253,7 +289,7 @@ static void decide(struct xjob *j, enum broker_err e, char *explanation)
     }
     if (rec->identity == NULL && j->want_identity != NULL)
         rec->identity = strdup(j->want_identity);
-    rec->explanation = explanation != NULL ? explanation : explain_verify(j, e);
+    rec->explanation = explanation != NULL ? explanation : e != BROKER_OK ? explain_denial(j, e) : NULL;
     j->audit.done = on_audited;
     j->audit.arg = j;
     if (audit_submit(&j->audit) != BROKER_OK) {
@@ -304,23 +340,7 @@ static void evaluate(struct xjob *j)
     struct policy_result res;
     e = policy_eval(j->set, &in, &res, NULL);
     if (e != BROKER_OK) {
-        /* denied: evaluate again, explaining every policy considered, for the audit record */
-        json_t *explain = json_array();
-        struct policy_result ignored;
-        if (explain != NULL && policy_eval(j->set, &in, &ignored, explain) != e)
-            log_msg(LOG_ERROR, "policy_explain_mismatch", "request_id=%s", j->r->request_id);
-        json_t *o = json_pack("{s:s, s:s, s:s, s:o}", "stage", "policy", "reason", broker_strerror(e), "issuer",
-                              j->issuer->name, "policies", explain ? explain : json_null());
-        if (o != NULL && json_array_size(explain) == 0)
-            json_object_set_new(o, "note", json_string("no trust policy of this issuer binds the token's subject"
-                                                       " (or the requested identity does not exist)"));
-        char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-        json_decref(o);
-        if (s != NULL && strlen(s) > BROKER_AUDIT_EXPLAIN_MAX) {
-            free(s);
-            s = strdup("{\"stage\":\"policy\",\"truncated\":true}");
-        }
-        decide(j, e, s);
+        decide(j, e, NULL); /* the audit record gets the full explanation */
         return;
     }
     if (res.identity->rate_per_minute > 0 &&
@@ -516,6 +536,11 @@ int exchange_handle(struct http_request *r)
         decide(j, e, NULL);
         return 0;
     }
+    j->set = state_policy_get();
+    if (j->set == NULL) {
+        decide(j, BROKER_ERR_NOT_READY, NULL); /* no policies loaded yet: nothing can be decided */
+        return 0;
+    }
     if (j->token_len > BROKER_MAX_TOKEN_LEN) {
         decide(j, BROKER_ERR_TOKEN_TOO_LARGE, NULL);
         return 0;
@@ -525,11 +550,6 @@ int exchange_handle(struct http_request *r)
         return 0;
     }
     j->have_jwt = true;
-    j->set = state_policy_get();
-    if (j->set == NULL) {
-        decide(j, BROKER_ERR_NOT_READY, NULL); /* no policies loaded yet: nothing can be decided */
-        return 0;
-    }
     j->issuer = j->jwt.iss ? policy_set_issuer_by_url(j->set, j->jwt.iss) : NULL;
     if (j->issuer == NULL) {
         decide(j, BROKER_ERR_UNKNOWN_ISSUER, NULL);

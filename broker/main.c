@@ -7,6 +7,7 @@
 #include <curl/curl.h>
 #include "admin.h"
 #include "audit.h"
+#include "cli_audit.h"
 #include "cli_policy.h"
 #include "config.h"
 #include "exchange.h"
@@ -54,6 +55,7 @@ static void usage(void)
           "                                  explain how a token would be decided\n"
           "  keys generate [--activate-in DURATION] | keys list | keys prune [--max-token-ttl DURATION]\n"
           "  admin-token create --name NAME  print a new admin token once; only its hash is stored\n"
+          "  audit show REQUEST_ID [--json]  one decision and why (denials: every check and condition)\n"
           "Configuration comes from BROKER_* environment variables (see README.md).\n",
           stderr);
 }
@@ -252,6 +254,8 @@ int main(int argc, char **argv)
         rc = cli_policy(argc - 2, argv + 2);
     else if (strcmp(cmd, "keys") == 0)
         rc = cmd_keys(argc - 2, argv + 2);
+    else if (strcmp(cmd, "audit") == 0)
+        rc = cli_audit(argc - 2, argv + 2);
     else if (strcmp(cmd, "admin-token") == 0)
         rc = cmd_admin_token(argc - 2, argv + 2);
     else {

@@ -1,4 +1,4 @@
-// SOURCES: broker/form.c broker/jwt.c broker/b64.c broker/err.c
+// SOURCES: broker/form.c broker/jwt.c broker/b64.c broker/err.c broker/json.c
 /* libFuzzer target: form_parse and form_parse_json with scratch of exactly the input size
  * (the documented bound), checking the invariants of every parsed field. */
 #include <stdint.h>

@@ -1,4 +1,4 @@
-// SOURCES: broker/jwks.c broker/jwt.c broker/b64.c broker/err.c
+// SOURCES: broker/jwks.c broker/jwt.c broker/b64.c broker/err.c broker/json.c
 /* libFuzzer target: jwks_parse (with and without symmetric keys) and jwks_from_pem. */
 #include <stdint.h>
 #include <stdlib.h>

@@ -195,6 +195,9 @@ t_eq "audit record of a denial" "denied no_matching_policy $ISSUER_URL repo:acme
   "$(jq -r '"\(.result) \(.reason) \(.subject_iss) \(.subject_sub)"' <<<"$rec")"
 t_eq "audit explanation names the failed condition, expected and actual" "deploy main-branch claims.repository_id 123456789 31337" \
   "$(jq -r '.explanation.policies[0] | "\(.identity) \(.policy) \(.first_failed) \(.conditions[] | select(.result == false) | "\(.expected) \(.actual)")"' <<<"$rec")"
+show=$("$BROKER_BIN" audit show "$rid" 2>&1)
+t_match "broker audit show: the denial and its failing condition" "denied \(no_matching_policy\)" "$show"
+t_match "broker audit show: expected and actual of the failed condition" "claims\.repository_id[^\n]*123456789[^\n]*31337" "$show"
 res=$(exchange "$(GOOD)")
 rid=$(curl -sS -D - -o /dev/null --http2-prior-knowledge --data-urlencode grant_type=urn:ietf:params:oauth:grant-type:token-exchange \
   --data-urlencode subject_token_type=urn:ietf:params:oauth:token-type:jwt --data-urlencode "subject_token=$(GOOD)" \
