@@ -503,7 +503,7 @@ static void doc_put(struct store *st, struct admin_job *j)
     }
     j->change = res.change;
     bool created = strcmp(res.change, "created") == 0;
-    bool served = strcmp(res.change, "unchanged") == 0 || await_served(j->kind, j->arg, res.doc.text);
+    bool served = await_served(j->kind, j->arg, res.doc.text);
     if (!served)
         log_msg(LOG_WARN, "admin_change_not_served", "kind=%s name=%s", j->kind, j->arg);
     json_error_t jerr;
