@@ -9,6 +9,7 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +30,10 @@
 #define ADMIN_MAX_QUERY 4096
 #define ADMIN_MAX_HEADER 1024    /* If-Match / If-None-Match */
 #define ADMIN_DEFAULT_LIMIT 100
+#define ADMIN_MAX_INFLIGHT 64     /* admin jobs queued or running, per process */
 #define PRIV_BIT(p) (1u << (unsigned)(p))
+
+static atomic_int inflight;
 
 void admin_token_hash(const char *token, size_t len, uint8_t hash[32])
 {
@@ -56,8 +60,8 @@ enum admin_op { OP_DOC_LIST, OP_DOC_GET, OP_DOC_PUT, OP_DOC_DELETE, OP_AUDIT_LIS
 static const char *const op_names[] = {"list", "get", "put", "delete", "audit_list", "audit_get"};
 
 enum admin_cred {
-    CRED_ADMIN_TOKEN,           /* brk_admin_...: looked up by hash */
-    CRED_UNKNOWN,               /* anything else: not a credential we accept (yet) */
+    CRED_ADMIN_TOKEN,           /* brk_admin_...: looked up by hash on the worker */
+    CRED_BROKER_TOKEN,          /* reserved: a broker-minted access token, verified on the loop */
 };
 
 struct admin_job {
@@ -69,8 +73,8 @@ struct admin_job {
     const char *kind;           /* "identity" / "issuer" on document routes */
     enum admin_cred cred;
     uint8_t hash[32];
+    unsigned privs;             /* PRIV_BIT set of the caller, filled by authentication */
     char *arg;                  /* path segment after the route prefix; NULL when none or too long */
-    bool arg_given;
     char *query;                /* without '?'; NULL when none */
     size_t query_len;
     char *body;
@@ -138,7 +142,6 @@ static enum http_priv route_priv(const struct http_request *r)
 /* Who the bearer is and whether it holds j->priv. On false the answer (401, 403, 503) is set. */
 static bool admin_authorize(struct store *st, struct admin_job *j)
 {
-    unsigned privs = 0;
     char name[BROKER_MAX_NAME_LEN + 1];
 
     if (st == NULL || !store_connected(st)) {
@@ -155,13 +158,12 @@ static bool admin_authorize(struct store *st, struct admin_job *j)
             return false;
         }
         snprintf(j->who, sizeof(j->who), "admin-token:%s", name);
-        privs = PRIV_BIT(PRIV_ADMIN); /* an admin token holds every privilege */
+        j->privs = PRIV_BIT(PRIV_ADMIN); /* an admin token holds every privilege */
         break;
     }
-    case CRED_UNKNOWN:
-        /* Hook for broker-minted access tokens: verify the JWT against our own keyring on the loop
-         * (admin_submit, no I/O needed), record its sub as who and map scope "broker:admin" to
-         * PRIV_BIT(PRIV_ADMIN) here; a valid token without it then gets 403 below. */
+    case CRED_BROKER_TOKEN:
+        /* verified on the loop (admin_credential): who and privs are already set; a revocation
+         * check by jti would go here */
         break;
     }
     if (j->who[0] == '\0') {
@@ -169,7 +171,7 @@ static bool admin_authorize(struct store *st, struct admin_job *j)
         job_fail(j, 401, "invalid_token", "the bearer token is not a valid admin token");
         return false;
     }
-    if (j->priv != PRIV_NONE && (privs & PRIV_BIT(j->priv)) == 0) {
+    if (j->priv != PRIV_NONE && (j->privs & PRIV_BIT(j->priv)) == 0) {
         j->www_auth = "Bearer error=\"insufficient_scope\"";
         job_fail(j, 403, "insufficient_scope", "the bearer token lacks the privilege this route requires");
         return false;
@@ -671,6 +673,7 @@ static void admin_run(struct store *st, struct worker_job *w)
 
 static void job_free(struct admin_job *j)
 {
+    atomic_fetch_sub(&inflight, 1);
     free(j->arg);
     free(j->query);
     free(j->body);
@@ -751,6 +754,28 @@ static bool bearer(const h2o_req_t *req, const char **tok, size_t *len)
     return true;
 }
 
+/* What kind of credential the bearer is, decided on the loop without I/O; false: none we accept. */
+static bool admin_credential(struct admin_job *j, const char *tok, size_t len)
+{
+    size_t plen = strlen(ADMIN_TOKEN_PREFIX);
+    if (len == plen + B64URL_ENCODED_LEN(32) && memcmp(tok, ADMIN_TOKEN_PREFIX, plen) == 0) {
+        for (size_t i = plen; i < len; i++) {
+            char c = tok[i];
+            if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' || c == '_'))
+                return false;
+        }
+        j->cred = CRED_ADMIN_TOKEN;
+        admin_token_hash(tok, len, j->hash);
+        return true;
+    }
+    /* Hook for broker-minted access tokens (a later step): verify the JWT here against our own
+     * keyring (state_keys_get; pure crypto, fine on the loop), then set j->cred = CRED_BROKER_TOKEN,
+     * j->who from its sub and j->privs from its scope ("broker:admin" -> PRIV_BIT(PRIV_ADMIN)).
+     * admin_authorize applies the same privilege check to both kinds: a valid token without the
+     * scope gets 403. */
+    return false;
+}
+
 static char *dupn(const char *s, size_t n, bool *fail)
 {
     char *d = malloc(n + 1);
@@ -794,20 +819,28 @@ static int admin_submit(struct http_request *r, enum admin_op op, const char *ki
         http_respond_error(r, 413, "invalid_request", "request body too large");
         return 0;
     }
+    /* queued jobs hold copies of their bodies: bound them, so a flood of requests with
+     * well-formed but wrong tokens cannot pile up memory behind the one worker */
+    if (atomic_fetch_add(&inflight, 1) >= ADMIN_MAX_INFLIGHT) {
+        atomic_fetch_sub(&inflight, 1);
+        http_add_header(r, "retry-after", "1");
+        http_respond_error(r, 503, "temporarily_unavailable", "too many admin requests in progress");
+        return 0;
+    }
     struct admin_job *j = calloc(1, sizeof(*j));
     if (j == NULL) {
+        atomic_fetch_sub(&inflight, 1);
         http_respond_error(r, 500, "server_error", "out of memory");
         return 0;
     }
     j->op = op;
     j->kind = kind;
     j->priv = route_priv(r);
-    size_t plen = strlen(ADMIN_TOKEN_PREFIX);
-    if (tlen > plen && memcmp(tok, ADMIN_TOKEN_PREFIX, plen) == 0) {
-        j->cred = CRED_ADMIN_TOKEN;
-        admin_token_hash(tok, tlen, j->hash);
-    } else {
-        j->cred = CRED_UNKNOWN;
+    if (!admin_credential(j, tok, tlen)) {
+        job_free(j);
+        http_add_header(r, "www-authenticate", "Bearer error=\"invalid_token\"");
+        http_respond_error(r, 401, "invalid_token", "the bearer token is not a valid admin token");
+        return 0;
     }
     if (prefix != NULL) {
         h2o_iovec_t path = req->path_normalized;

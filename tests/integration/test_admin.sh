@@ -304,5 +304,12 @@ for q in limit=0 limit=1001 limit=x result=maybe since=yesterday since=2024-02-3
 done
 t_eq "GET /v1/audit/{request_id} still answers" "$one" "$(req GET "$A/v1/audit/$one" "${AUTH[@]}" >/dev/null; jq -r .request_id "$WORK/body")"
 
+# a flood of well-formed wrong admin tokens: all refused, bounded, and the broker keeps serving
+out=$(h2load -n 2000 -c 4 -m 32 -H "authorization: Bearer brk_admin_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" "$A/v1/audit" 2>&1)
+t_match "flood of bad admin tokens: no 2xx" "status codes: 0 2xx" "$out"
+echo "# $(grep -E '^status codes' <<<"$out")"
+t_match "…every request answered (401, or 503 when the admin queue is full)" "2000 done, .* 0 errored, 0 timeout" "$out"
+t_match "…all of them 4xx or 5xx" "status codes: 0 2xx, 0 3xx, [0-9]+ 4xx, [0-9]+ 5xx" "$out"
+t_eq "…then an admin still gets through" "200" "$(req GET "$A/v1/audit?limit=1" "${AUTH[@]}")"
 t_eq "replicas still healthy" "200 200" "$(curl -sS -o /dev/null -w '%{http_code}' "$A/healthz") $(curl -sS -o /dev/null -w '%{http_code}' "$B/healthz")"
 t_summary admin
