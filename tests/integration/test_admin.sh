@@ -11,9 +11,9 @@ case $BROKER_BIN in /*) ;; *) BROKER_BIN=$PWD/$BROKER_BIN ;; esac
 WORK=$(mktemp -d /tmp/broker-admin.XXXXXX)
 chmod 755 "$WORK"
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$ROOT/tests/lsan.supp:print_suppressions=0}
-# shellcheck source=lib/tap.sh
+# shellcheck source-path=SCRIPTDIR source=lib/tap.sh
 . "$ROOT/tests/integration/lib/tap.sh"
-# shellcheck source=lib/env.sh
+# shellcheck source-path=SCRIPTDIR source=lib/env.sh
 . "$ROOT/tests/integration/lib/env.sh"
 PIDS=()
 cleanup() {
@@ -21,7 +21,7 @@ cleanup() {
   issuer_stop "$WORK/issuer"
   wait 2>/dev/null
   pg_stop "$WORK/pg" >/dev/null 2>&1
-  if [ "${KEEP_WORK:-0}" = 1 ] || [ $T_FAIL -gt 0 ]; then echo "# work dir kept: $WORK"; else rm -rf "$WORK"; fi
+  if [ "${KEEP_WORK:-0}" = 1 ] || [ "$T_FAIL" -gt 0 ]; then echo "# work dir kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
@@ -144,7 +144,7 @@ D1b=$(ident api-one repo:acme/one:ref:refs/heads/main svc:write)
 t_eq "PUT a change: 200 updated" "200 updated" "$(put "$A/v1/identities/api-one" "$D1b") $(jq -r .change "$WORK/body")"
 E2=$(hdr etag)
 t_match "…new ETag" '^"[0-9a-f]{32}"$' "$E2"
-[ "$E1" != "$E2" ] && t_ok "…differs from the old one" || t_fail "…differs from the old one" "$E1 = $E2"
+if [ "$E1" != "$E2" ]; then t_ok "…differs from the old one"; else t_fail "…differs from the old one" "$E1 = $E2"; fi
 t_eq "GET /v1/issuers/test returns the issuer" "test $ISSUER_URL" \
   "$(req GET "$A/v1/issuers/test" "${AUTH[@]}" >/dev/null; jq -r '"\(.issuer) \(.url)"' "$WORK/body")"
 
