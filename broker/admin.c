@@ -18,7 +18,9 @@
 #include <unistd.h>
 #include "b64.h"
 #include "bounds.h"
+#include "explain.h"
 #include "form.h"
+#include "issuers.h"
 #include "jwt.h"
 #include "log.h"
 #include "policy.h"
@@ -56,8 +58,15 @@ enum broker_err admin_token_new(char *out, size_t cap, uint8_t hash[32])
     return BROKER_OK;
 }
 
-enum admin_op { OP_DOC_LIST, OP_DOC_GET, OP_DOC_PUT, OP_DOC_DELETE, OP_AUDIT_LIST, OP_AUDIT_GET };
-static const char *const op_names[] = {"list", "get", "put", "delete", "audit_list", "audit_get"};
+enum admin_op { OP_DOC_LIST, OP_DOC_GET, OP_DOC_PUT, OP_DOC_DELETE, OP_AUDIT_LIST, OP_AUDIT_GET, OP_POLICY_TEST };
+static const char *const op_names[] = {"list", "get", "put", "delete", "audit_list", "audit_get", "policy_test"};
+
+static const char *broker_issuer; /* default audience of trust policies, for explanations */
+
+void admin_init(const char *issuer)
+{
+    broker_issuer = issuer;
+}
 
 enum admin_cred {
     CRED_ADMIN_TOKEN,           /* brk_admin_...: looked up by hash on the worker */
@@ -135,8 +144,7 @@ static void job_json(struct admin_job *j, int status, json_t *o)
  * once struct http_request carries the route this becomes `return r->route->priv;`. */
 static enum http_priv route_priv(const struct http_request *r)
 {
-    (void)r;
-    return PRIV_ADMIN;
+    return r->route != NULL ? r->route->priv : PRIV_ADMIN; /* the route table's column */
 }
 
 /* Who the bearer is and whether it holds j->priv. On false the answer (401, 403, 503) is set. */
@@ -636,6 +644,48 @@ static void audit_get(struct store *st, struct admin_job *j)
         job_json(j, 200, rec);
 }
 
+struct test_keys {
+    struct issuer_keys *k;
+};
+
+static const struct jwks *on_test_keys(void *ctx, const struct issuer_cfg *issuer)
+{
+    struct test_keys *x = ctx;
+    if (x->k == NULL)
+        x->k = issuers_keys_get(issuer->url); /* the keys this replica serves with; never a fetch */
+    return x->k != NULL ? issuer_keys_jwks(x->k) : NULL;
+}
+
+/* POST /v1/policy/test: the decision and its explanation for a token (or issuer + claims),
+ * against the policy set this replica serves. */
+static void policy_test(struct admin_job *j)
+{
+    if (!j->json_body) {
+        job_fail(j, 415, "invalid_request", "Content-Type must be application/json");
+        return;
+    }
+    json_t *body = j->body ? jwt_json_load_strict((const uint8_t *)j->body, j->body_len, BROKER_MAX_JSON_DEPTH) : NULL;
+    struct policy_set *set = state_policy_get();
+    struct test_keys keys = {0};
+    char err[512] = "";
+    int status = 500;
+    json_t *res = NULL;
+    if (!json_is_object(body))
+        job_fail(j, 400, "invalid_request", "the body must be a JSON object: {\"token\"} or {\"issuer\", \"claims\"}");
+    else if (set == NULL)
+        job_fail(j, 503, "temporarily_unavailable", "trust policies are not loaded yet");
+    else if ((res = explain_api(set, body, (int64_t)time(NULL), broker_issuer, on_test_keys, &keys, &status, err,
+                                sizeof(err))) == NULL)
+        job_fail(j, status, status == 400 ? "invalid_request" : "server_error", "%s", err[0] ? err : "internal error");
+    else
+        job_json(j, 200, res);
+    if (keys.k != NULL)
+        issuer_keys_unref(keys.k);
+    if (set != NULL)
+        policy_set_unref(set);
+    json_decref(body);
+}
+
 /* ---- the job: worker side, then loop side ---- */
 
 static void admin_run(struct store *st, struct worker_job *w)
@@ -667,6 +717,9 @@ static void admin_run(struct store *st, struct worker_job *w)
         break;
     case OP_AUDIT_GET:
         audit_get(st, j);
+        break;
+    case OP_POLICY_TEST:
+        policy_test(j);
         break;
     }
 }
@@ -857,7 +910,7 @@ static int admin_submit(struct http_request *r, enum admin_op op, const char *ki
     }
     j->if_match = header_copy(req, "if-match", &j->bad_header, &fail);
     j->if_none_match = header_copy(req, "if-none-match", &j->bad_header, &fail);
-    if (op == OP_DOC_PUT) {
+    if (op == OP_DOC_PUT || op == OP_POLICY_TEST) {
         j->json_body = http_content_type_is(req, "application/json");
         j->body_len = req->entity.len;
         if (j->body_len > 0)
@@ -924,6 +977,11 @@ int admin_doc_method(struct http_request *r)
 int admin_audit_list(struct http_request *r)
 {
     return admin_submit(r, OP_AUDIT_LIST, NULL, NULL);
+}
+
+int admin_policy_test(struct http_request *r)
+{
+    return admin_submit(r, OP_POLICY_TEST, NULL, NULL);
 }
 
 int admin_audit_get(struct http_request *r)

@@ -27,6 +27,10 @@ int admin_doc_method(struct http_request *r);
 int admin_audit_list(struct http_request *r);
 /* GET /v1/audit/{request_id} */
 int admin_audit_get(struct http_request *r);
+/* POST /v1/policy/test */
+int admin_policy_test(struct http_request *r);
+/* The broker's own issuer URL (default audience of trust policies, for explanations). */
+void admin_init(const char *issuer);
 
 /* New random admin token text (NUL-terminated) and its hash. */
 enum broker_err admin_token_new(char *out, size_t cap, uint8_t hash[32]) BROKER_WUR;

@@ -81,6 +81,8 @@ static const char *reason_phrase(int status)
 {
     switch (status) {
     case 200: return "OK";
+    case 201: return "Created";
+    case 304: return "Not Modified";
     case 204: return "No Content";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
@@ -111,7 +113,8 @@ void http_respond(struct http_request *r, int status, const char *content_type, 
     h2o_req_t *req = r->req;
     req->res.status = status;
     req->res.reason = reason_phrase(status);
-    req->res.content_length = len;
+    if (status != 204 && status != 304) /* those carry no body and no Content-Length */
+        req->res.content_length = len;
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type, strlen(content_type));
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, r->request_id,
                           strlen(r->request_id));
@@ -267,6 +270,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             http_respond_error(r, 405, "invalid_request", "method not allowed");
             return 0;
         }
+        r->route = &routes[i];
         return routes[i].handler(r);
     }
     http_respond_error(r, 404, "not_found", "no such endpoint");

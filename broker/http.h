@@ -11,9 +11,12 @@
 struct http_loop;
 
 /* Per-request context, allocated in req->pool by the dispatcher. */
+struct http_route;
+
 struct http_request {
     h2o_req_t *req;
     struct http_loop *loop;
+    const struct http_route *route;  /* the matched route (its privilege column) */
     char request_id[33];
     uint64_t t0_us;             /* monotonic arrival time */
     struct sockaddr_storage peer;

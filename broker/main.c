@@ -30,6 +30,7 @@ static const struct http_route routes[] = {
     {"PUT", "/v1/identities/", PRIV_ADMIN, admin_doc_put},
     {"DELETE", "/v1/identities/", PRIV_ADMIN, admin_doc_delete},
     {NULL, "/v1/identities/", PRIV_ADMIN, admin_doc_method},
+    {"POST", "/v1/policy/test", PRIV_ADMIN, admin_policy_test},
     {"GET", "/v1/issuers", PRIV_ADMIN, admin_docs_list},
     {"GET", "/v1/issuers/", PRIV_ADMIN, admin_doc_get},
     {"PUT", "/v1/issuers/", PRIV_ADMIN, admin_doc_put},
@@ -76,6 +77,7 @@ static int cmd_serve(int argc, char **argv)
     int rc = 1;
     bool audit_on = false, worker_on = false, issuers_on = false, state_on = false;
     exchange_init(cfg.issuer);
+    admin_init(cfg.issuer);
     if (wellknown_init(cfg.issuer) != BROKER_OK)
         goto out;
     if (issuers_start() != BROKER_OK) {

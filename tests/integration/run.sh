@@ -57,7 +57,7 @@ cat >"$WORK/policies/vault.identity.json" <<'JSON'
 JSON
 cat >"$WORK/policies/limited.identity.json" <<'JSON'
 {"identity": "limited", "scopes": ["s:l"], "audiences": ["https://l.example.com"],
- "rate_limit": {"per_minute": 60, "burst": 2},
+ "rate_limit": {"per_minute": 6, "burst": 2},
  "trust": [{"name": "main", "issuer": "test", "subject": {"equals": "repo:acme/limited:ref:refs/heads/main"}}]}
 JSON
 for n in a b; do cat >"$WORK/policies/shared-$n.identity.json" <<JSON
@@ -198,6 +198,14 @@ t_eq "audit explanation names the failed condition, expected and actual" "deploy
 show=$("$BROKER_BIN" audit show "$rid" 2>&1)
 t_match "broker audit show: the denial and its failing condition" "denied \(no_matching_policy\)" "$show"
 t_match "broker audit show: expected and actual of the failed condition" "claims\.repository_id[^\n]*123456789[^\n]*31337" "$show"
+ptest() { curl -sS -H "authorization: Bearer $1" -H 'content-type: application/json' --data "$2" "$BROKER_URL/v1/policy/test"; }
+pt=$(ptest "$ADMIN" "{\"token\": \"$(GOOD --claims '{"repository_id": "31337"}')\"}")
+t_eq "POST /v1/policy/test explains a denial" "denied no_matching_policy claims.repository_id" \
+  "$(jq -r '"\(.decision) \(.reason) \(.policies[0].first_failed)"' <<<"$pt")"
+t_eq "POST /v1/policy/test of a good token" "issued deploy main-branch" \
+  "$(ptest "$ADMIN" "{\"token\": \"$(GOOD)\"}" | jq -r '"\(.decision) \(.identity) \(.policy)"')"
+t_eq "POST /v1/policy/test needs an admin token" "401" \
+  "$(curl -sS -o /dev/null -w '%{http_code}' -H 'content-type: application/json' --data '{}' "$BROKER_URL/v1/policy/test")"
 res=$(exchange "$(GOOD)")
 rid=$(curl -sS -D - -o /dev/null --http2-prior-knowledge --data-urlencode grant_type=urn:ietf:params:oauth:grant-type:token-exchange \
   --data-urlencode subject_token_type=urn:ietf:params:oauth:token-type:jwt --data-urlencode "subject_token=$(GOOD)" \
@@ -333,6 +341,7 @@ suite() { # NAME CMD...: a whole sub-suite counts as one result here; its own li
 }
 suite "store and audit writer against PostgreSQL" "$ROOT/tests/integration/test_store.sh" "$ITEST_DIR/test_store"
 suite "issuer key cache against a live HTTPS issuer" env TEST_ISSUERS_BIN="$ITEST_DIR/test_issuers" "$ROOT/tests/integration/test_issuers.sh"
+suite "admin API (identities, issuers, ETags, audit listing, replicas)" env BROKER_BIN="$BROKER_BIN" "$ROOT/tests/integration/test_admin.sh"
 suite "broker policy test (explain) with the real GitHub tokens" env BROKER_BIN="$BROKER_BIN" "$ROOT/tests/integration/test_cli_explain.sh"
 
 t_summary integration
