@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <openssl/rand.h>
+#include "idlimit.h"
 #include "issuers.h"
 #include "log.h"
 #include "store.h"
@@ -168,13 +171,28 @@ remember:
     last_gen = gen;
 }
 
+static char replica_id[64];
+
+static void heartbeat(struct store *st)
+{
+    unsigned live = 1;
+    if (st != NULL && store_replica_heartbeat(st, replica_id, &live) == BROKER_OK && live != idlimit_replicas()) {
+        idlimit_set_replicas(live);
+        log_msg(LOG_INFO, "replicas", "live=%u", live);
+    }
+}
+
 static void *reloader(void *arg)
 {
     (void)arg;
     struct store *st = NULL;
-    time_t keys_at = time(NULL);
+    time_t keys_at = time(NULL), beat_at = 0;
     while (!atomic_load(&stop_flag)) {
         reload_policies(&st);
+        if (time(NULL) != beat_at) { /* about once a second */
+            heartbeat(st);
+            beat_at = time(NULL);
+        }
         if (time(NULL) - keys_at >= KEYS_CHECK_S) {
             char err[512];
             if (load_keys(err, sizeof(err)) != BROKER_OK)
@@ -200,6 +218,13 @@ static void *reloader(void *arg)
 enum broker_err state_start(const struct config *c, char *err, size_t errlen)
 {
     cfg = c;
+    uint8_t rnd[8];
+    char host[32] = "";
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+        return BROKER_ERR_INTERNAL;
+    gethostname(host, sizeof(host) - 1);
+    snprintf(replica_id, sizeof(replica_id), "%.31s-%02x%02x%02x%02x%02x%02x%02x%02x", host, rnd[0], rnd[1], rnd[2],
+             rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
     enum broker_err e = load_keys(err, errlen);
     if (e != BROKER_OK)
         return e;

@@ -613,6 +613,26 @@ enum broker_err store_policy_generation(struct store *st, int64_t *generation)
     return ok ? BROKER_OK : BROKER_ERR_DB;
 }
 
+enum broker_err store_replica_heartbeat(struct store *st, const char *id, unsigned *live)
+{
+    if (store_ready(st) != BROKER_OK)
+        return BROKER_ERR_DB;
+    /* the upsert is not visible to the count of the same statement: count the others, add one */
+    static const char sql[] = "WITH up AS (INSERT INTO replicas (id, seen) VALUES ($1, now())"
+                              "            ON CONFLICT (id) DO UPDATE SET seen = now()),"
+                              "     gone AS (DELETE FROM replicas WHERE seen < now() - interval '10 minutes')"
+                              " SELECT count(*)::text FROM replicas WHERE seen > now() - interval '5 seconds' AND id <> $1";
+    const char *vals[1] = {id};
+    PGresult *res = store_exec(st, "replica heartbeat", sql, 1, vals, NULL, NULL, PGRES_TUPLES_OK);
+    int64_t others = 0;
+    bool ok = res && PQntuples(res) == 1 && parse_i64(PQgetvalue(res, 0, 0), &others) && others >= 0;
+    PQclear(res);
+    if (!ok)
+        return BROKER_ERR_DB;
+    *live = (unsigned)(others + 1);
+    return BROKER_OK;
+}
+
 /* One checked input document. */
 struct doc_input {
     const char *name;

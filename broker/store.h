@@ -50,6 +50,9 @@ enum broker_err store_load_documents(struct store *st, json_t **issuers, json_t 
 /* The same, with the policy generation of that snapshot (one statement, so consistent). */
 enum broker_err store_load_documents_gen(struct store *st, json_t **issuers, json_t **identities,
                                          int64_t *generation) BROKER_WUR;
+/* Record this replica as live (id: unique per process) and count the live replicas (seen in the
+ * last 5 s, this one included). */
+enum broker_err store_replica_heartbeat(struct store *st, const char *id, unsigned *live) BROKER_WUR;
 /* policy_state.generation: bumped by every committed document change. */
 enum broker_err store_policy_generation(struct store *st, int64_t *generation) BROKER_WUR;
 /* Upsert documents in one transaction (and with prune, delete the rest); appends

@@ -275,6 +275,18 @@ t_match "429 carries Retry-After" "retry-after: [0-9]+" "$hdr"
 broker_stop "$BROKER_PID"
 BROKER_URL=$SAVE_URL BROKER_PID=$SAVE_PID
 
+# ---------------------------------------------------------------- replicas share identity rate limits
+SAVE_URL=$BROKER_URL SAVE_PID=$BROKER_PID
+broker_start replica2 || true
+PIDS+=("$BROKER_PID")
+ok=0
+for i in $(seq 1 30); do grep -q 'event=replicas live=2' "$WORK/replica2.log" && { ok=1; break; }; sleep 0.2; done
+t_eq "replicas see each other (heartbeat)" "1" "$ok"
+lim=$(for i in 1 2; do exchange "$(GOOD --sub repo:acme/limited:ref:refs/heads/main)" | cut -c1-3; done | tr '\n' ' ')
+t_eq "two replicas: each enforces half of the identity's burst" "200 429 " "$lim"
+broker_stop "$BROKER_PID"
+BROKER_URL=$SAVE_URL BROKER_PID=$SAVE_PID
+
 # ---------------------------------------------------------------- PostgreSQL down: fail closed, recover
 pg_stop "$WORK/pg" >/dev/null
 res=$(exchange "$(GOOD)")
