@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "apply.h"
 #include "b64.h"
 #include "bounds.h"
 #include "explain.h"
@@ -58,8 +59,11 @@ enum broker_err admin_token_new(char *out, size_t cap, uint8_t hash[32])
     return BROKER_OK;
 }
 
-enum admin_op { OP_DOC_LIST, OP_DOC_GET, OP_DOC_PUT, OP_DOC_DELETE, OP_AUDIT_LIST, OP_AUDIT_GET, OP_POLICY_TEST };
-static const char *const op_names[] = {"list", "get", "put", "delete", "audit_list", "audit_get", "policy_test"};
+enum admin_op {
+    OP_DOC_LIST, OP_DOC_GET, OP_DOC_PUT, OP_DOC_DELETE, OP_AUDIT_LIST, OP_AUDIT_GET, OP_POLICY_TEST, OP_POLICY_APPLY
+};
+static const char *const op_names[] = {"list",      "get",       "put",         "delete",
+                                       "audit_list", "audit_get", "policy_test", "policy_apply"};
 
 static const char *broker_issuer; /* default audience of trust policies, for explanations */
 
@@ -686,6 +690,40 @@ static void policy_test(struct admin_job *j)
     json_decref(body);
 }
 
+/* POST /v1/policy/apply: {"issuers":[...], "identities":[...], "prune", "dry_run"} — the GitOps
+ * batch of `broker policy apply --server`, validated whole and written in one transaction. */
+static void policy_apply(struct store *st, struct admin_job *j)
+{
+    json_t *body = j->body ? jwt_json_load_strict((const uint8_t *)j->body, j->body_len, BROKER_MAX_JSON_DEPTH) : NULL;
+    json_t *iss = json_object_get(body, "issuers"), *ids = json_object_get(body, "identities");
+    json_t *prune = json_object_get(body, "prune"), *dry = json_object_get(body, "dry_run");
+    json_t *changes = json_array();
+    char err[1024];
+    if (!j->json_body)
+        job_fail(j, 415, "invalid_request", "Content-Type must be application/json");
+    else if (!json_is_object(body) || (iss && !json_is_array(iss)) || (ids && !json_is_array(ids)) ||
+             (prune && !json_is_boolean(prune)) || (dry && !json_is_boolean(dry)) || json_object_size(body) > 4)
+        job_fail(j, 400, "invalid_request",
+                 "the body must be {\"issuers\": [...], \"identities\": [...], \"prune\": bool, \"dry_run\": bool}");
+    else if (changes == NULL)
+        job_fail(j, 500, "server_error", "out of memory");
+    else {
+        enum broker_err e = apply_documents(st, j->who, iss, ids, json_is_true(prune), json_is_true(dry), changes, err,
+                                            sizeof(err));
+        if (e == BROKER_ERR_INVALID_DOCUMENT)
+            job_fail(j, 400, "invalid_request", "refused, nothing changed: %s", err);
+        else if (e != BROKER_OK)
+            job_store_fail(j, st, e);
+        else {
+            if (!json_is_true(dry))
+                state_kick(); /* this replica reloads now; the others within 250 ms */
+            job_json(j, 200, json_pack("{s:O, s:b}", "changes", changes, "dry_run", json_is_true(dry)));
+        }
+    }
+    json_decref(changes);
+    json_decref(body);
+}
+
 /* ---- the job: worker side, then loop side ---- */
 
 static void admin_run(struct store *st, struct worker_job *w)
@@ -720,6 +758,9 @@ static void admin_run(struct store *st, struct worker_job *w)
         break;
     case OP_POLICY_TEST:
         policy_test(j);
+        break;
+    case OP_POLICY_APPLY:
+        policy_apply(st, j);
         break;
     }
 }
@@ -910,7 +951,7 @@ static int admin_submit(struct http_request *r, enum admin_op op, const char *ki
     }
     j->if_match = header_copy(req, "if-match", &j->bad_header, &fail);
     j->if_none_match = header_copy(req, "if-none-match", &j->bad_header, &fail);
-    if (op == OP_DOC_PUT || op == OP_POLICY_TEST) {
+    if (op == OP_DOC_PUT || op == OP_POLICY_TEST || op == OP_POLICY_APPLY) {
         j->json_body = http_content_type_is(req, "application/json");
         j->body_len = req->entity.len;
         if (j->body_len > 0)
@@ -977,6 +1018,11 @@ int admin_doc_method(struct http_request *r)
 int admin_audit_list(struct http_request *r)
 {
     return admin_submit(r, OP_AUDIT_LIST, NULL, NULL);
+}
+
+int admin_policy_apply(struct http_request *r)
+{
+    return admin_submit(r, OP_POLICY_APPLY, NULL, NULL);
 }
 
 int admin_policy_test(struct http_request *r)

@@ -27,6 +27,8 @@ int admin_doc_method(struct http_request *r);
 int admin_audit_list(struct http_request *r);
 /* GET /v1/audit/{request_id} */
 int admin_audit_get(struct http_request *r);
+/* POST /v1/policy/apply (GitOps batch, all or nothing) */
+int admin_policy_apply(struct http_request *r);
 /* POST /v1/policy/test */
 int admin_policy_test(struct http_request *r);
 /* The broker's own issuer URL (default audience of trust policies, for explanations). */

@@ -31,6 +31,7 @@ static const struct http_route routes[] = {
     {"DELETE", "/v1/identities/", PRIV_ADMIN, admin_doc_delete},
     {NULL, "/v1/identities/", PRIV_ADMIN, admin_doc_method},
     {"POST", "/v1/policy/test", PRIV_ADMIN, admin_policy_test},
+    {"POST", "/v1/policy/apply", PRIV_ADMIN, admin_policy_apply},
     {"GET", "/v1/issuers", PRIV_ADMIN, admin_docs_list},
     {"GET", "/v1/issuers/", PRIV_ADMIN, admin_doc_get},
     {"PUT", "/v1/issuers/", PRIV_ADMIN, admin_doc_put},
@@ -50,7 +51,7 @@ static void usage(void)
           "  serve [--listen H:P] [--tls-listen H:P --tls-cert F --tls-key F] [--issuer URL]\n"
           "        [--keys-dir D] [--threads N] [--database-url URL]\n"
           "  migrate                         apply sql/ migrations (idempotent)\n"
-          "  policy apply [--prune] [--dry-run] PATH...\n"
+          "  policy apply [--prune] [--dry-run] [--server URL --token T] PATH...\n"
           "  policy lint [--json] PATH...      flag dangerous trust policies (exit 1 on errors)\n"
           "  policy test --token FILE [--identity N] [--at TIME] [--json] [PATH...]\n"
           "                                  explain how a token would be decided\n"

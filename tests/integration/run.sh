@@ -215,6 +215,25 @@ t_eq "audit record of an issue" "issued deploy main-branch secrets:read:demo sec
   "$(jq -r '"\(.result) \(.identity) \(.policy) \(.scope) \(.audience) \(.client_addr)"' <<<"$rec")"
 t_match "audit keeps the minted jti" '^[A-Za-z0-9_-]{22,}$' "$(jq -r .token_jti <<<"$rec")"
 
+# ---------------------------------------------------------------- GitOps: dry run, prune, through the API
+mkdir -p "$WORK/gitops"
+jq '.description = "deploys the demo service (edited)" | .ttl = "10m"' "$WORK/policies/deploy.identity.json" >"$WORK/gitops/deploy.identity.json"
+out=$("$BROKER_BIN" policy apply --dry-run "$WORK/gitops" 2>&1)
+t_match "apply --dry-run names the change" "\(dry run\) updated identity deploy" "$out"
+t_match "apply --dry-run shows the diff" '-[^\n]*"ttl": "15m"[^$]*\+[^\n]*"ttl": "10m"' "$out"
+t_eq "apply --dry-run changes nothing" '"15m"' "$(curl -sS -H "authorization: Bearer $ADMIN" "$BROKER_URL/v1/identities/deploy" | jq -c '.document.ttl // .ttl')"
+echo '{"identity": "tmp-x", "scopes": ["s"], "audiences": ["https://x"], "trust": [{"name": "p", "issuer": "test", "subject": {"equals": "x"}}]}' >"$WORK/gitops/tmp.identity.json"
+t_match "apply through the admin API (--server --token)" "created identity tmp-x" \
+  "$("$BROKER_BIN" policy apply --server "$BROKER_URL" --token "$ADMIN" "$WORK/gitops/tmp.identity.json" 2>&1)"
+t_match "apply --server without a valid token is refused" "refused \(401" \
+  "$("$BROKER_BIN" policy apply --server "$BROKER_URL" --token brk_admin_nope "$WORK/gitops/tmp.identity.json" 2>&1)"
+t_match "apply --prune deletes documents absent from PATH" "deleted identity tmp-x" \
+  "$("$BROKER_BIN" policy apply --prune "$WORK/policies" 2>&1)"
+echo '{"identity": "bad2", "scopes": [], "audiences": ["x"], "trust": [{"name": "p", "issuer": "nope", "subject": {"equals": "x"}}]}' >"$WORK/gitops/bad.identity.json"
+t_match "an invalid document in a batch changes nothing (API)" "refused \(400" \
+  "$("$BROKER_BIN" policy apply --server "$BROKER_URL" --token "$ADMIN" "$WORK/gitops" 2>&1)"
+t_eq "…and the batch's valid documents were not written" '"15m"' "$(curl -sS -H "authorization: Bearer $ADMIN" "$BROKER_URL/v1/identities/deploy" | jq -c '.document.ttl // .ttl')"
+
 # ---------------------------------------------------------------- hostile input
 hostile() { # NAME TOKEN
   t_match "hostile: $1" '^400 .*"invalid_grant"' "$(exchange "$2")"
