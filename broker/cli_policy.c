@@ -62,10 +62,10 @@ static void print_diff(const json_t *before, const json_t *after)
     while (i < na || j < nb) {
         if (i < na && j < nb && strcmp(a[i], b[j]) == 0) {
             i++, j++;
-        } else if (j < nb && (i == na || L(i, j + 1) >= L(i + 1, j))) {
-            printf("    + %s\n", b[j++]);
+        } else if (i < na && (j == nb || L(i + 1, j) >= L(i, j + 1))) {
+            printf("    - %s\n", a[i++]); /* removals first, as diff(1) shows them */
         } else {
-            printf("    - %s\n", a[i++]);
+            printf("    + %s\n", b[j++]);
         }
     }
 #undef L
