@@ -9,21 +9,8 @@
 
 #define COND_MAX_NOT_DEPTH 4     /* {"not": {"not": ...}} nesting */
 
-#define DOC_FAIL(...)                                   \
-    do {                                                \
-        cond_errf(err, errlen, __VA_ARGS__);            \
-        rc = BROKER_ERR_INVALID_DOCUMENT;               \
-        goto done;                                      \
-    } while (0)
 
-#define DOC_TRY(expr)                                   \
-    do {                                                \
-        rc = (expr);                                    \
-        if (rc != BROKER_OK)                            \
-            goto done;                                  \
-    } while (0)
-
-__attribute__((format(printf, 3, 4))) static void cond_errf(char *err, size_t errlen, const char *fmt, ...)
+void policy_errf(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
     if (!err || errlen == 0)

@@ -7,6 +7,23 @@
 #include <jansson.h>
 #include "policy.h"
 
+/* Shared by the document parsers of the policy module: format err ("PATH: what is wrong"), fail
+ * the current function with BROKER_ERR_INVALID_DOCUMENT, or propagate an error. Functions using
+ * them have `enum broker_err rc`, `char *err, size_t errlen` and a `done:` label. */
+void policy_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#define DOC_FAIL(...)                                   \
+    do {                                                \
+        policy_errf(err, errlen, __VA_ARGS__);          \
+        rc = BROKER_ERR_INVALID_DOCUMENT;               \
+        goto done;                                      \
+    } while (0)
+#define DOC_TRY(expr)                                   \
+    do {                                                \
+        rc = (expr);                                    \
+        if (rc != BROKER_OK)                            \
+            goto done;                                  \
+    } while (0)
+
 /* Parse one condition object; err receives "PATH: what is wrong". On error *out is cleared. */
 enum broker_err policy_cond_parse(const json_t *v, const char *path, struct cond *out, char *err,
                                   size_t errlen) BROKER_WUR;

@@ -13,29 +13,7 @@
 #define DOC_MAX_PATH 4096       /* jwks_file, ca_file */
 #define DOC_SCOPE_BUF 2048      /* struct policy_result.scope */
 
-#define DOC_FAIL(...)                                   \
-    do {                                                \
-        doc_errf(err, errlen, __VA_ARGS__);             \
-        rc = BROKER_ERR_INVALID_DOCUMENT;               \
-        goto done;                                      \
-    } while (0)
 
-#define DOC_TRY(expr)                                   \
-    do {                                                \
-        rc = (expr);                                    \
-        if (rc != BROKER_OK)                            \
-            goto done;                                  \
-    } while (0)
-
-__attribute__((format(printf, 3, 4))) static void doc_errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (!err || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static char *doc_strndup(const char *s, size_t n)
 {
@@ -455,7 +433,7 @@ enum broker_err policy_issuer_parse(const json_t *doc, struct issuer_cfg *out, c
 done:
     if (rc != BROKER_OK) {
         if (rc == BROKER_ERR_NOMEM)
-            doc_errf(err, errlen, "out of memory");
+            policy_errf(err, errlen, "out of memory");
         policy_issuer_clear(out);
     }
     return rc;
@@ -748,7 +726,7 @@ enum broker_err policy_identity_parse(const json_t *doc, struct identity *out, c
 done:
     if (rc != BROKER_OK) {
         if (rc == BROKER_ERR_NOMEM)
-            doc_errf(err, errlen, "out of memory");
+            policy_errf(err, errlen, "out of memory");
         policy_identity_clear(out);
     }
     return rc;
