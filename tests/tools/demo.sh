@@ -84,4 +84,7 @@ curl -sS -H "authorization: Bearer $ADMIN" "http://$BROKER_LISTEN/v1/audit/$(jq 
           first_failed: .explanation.policies[0].first_failed,
           failed: [.explanation.policies[0].conditions[] | select(.result == false)]}'
 
+say "The same denial for a human: broker audit show $(jq -r .request_id <<<"$DENY")"
+"$BROKER_BIN" audit show "$(jq -r .request_id <<<"$DENY")"
+
 say "Stopping (SIGTERM drains in-flight requests)"
