@@ -1,5 +1,6 @@
 /* broker: commands and start-up. */
 #include <openssl/crypto.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,7 @@ static void usage(void)
           "                                  explain how a token would be decided\n"
           "  keys generate [--activate-in DURATION] | keys list | keys prune [--max-token-ttl DURATION]\n"
           "  admin-token create --name NAME  print a new admin token once; only its hash is stored\n"
+          "  admin-token revoke --name NAME  stop a token working, on every replica at once\n"
           "  audit show REQUEST_ID [--json]  one decision and why (denials: every check and condition)\n"
           "Configuration comes from BROKER_* environment variables (see README.md).\n",
           stderr);
@@ -207,7 +209,8 @@ static int cmd_keys(int argc, char **argv)
 
 static int cmd_admin_token(int argc, char **argv)
 {
-    if (argc != 3 || strcmp(argv[0], "create") != 0 || strcmp(argv[1], "--name") != 0) {
+    bool create = argc == 3 && strcmp(argv[0], "create") == 0, revoke = argc == 3 && strcmp(argv[0], "revoke") == 0;
+    if ((!create && !revoke) || strcmp(argv[1], "--name") != 0) {
         usage();
         return 2;
     }
@@ -216,18 +219,29 @@ static int cmd_admin_token(int argc, char **argv)
         fprintf(stderr, "admin-token: BROKER_DATABASE_URL is required\n");
         return 2;
     }
-    char tok[128];
+    char tok[128] = "";
     uint8_t hash[32];
     struct store *st = NULL;
     int rc = 1;
-    if (admin_token_new(tok, sizeof(tok), hash) != BROKER_OK)
+    enum broker_err e;
+    if (create && admin_token_new(tok, sizeof(tok), hash) != BROKER_OK)
         goto out;
     if (store_open(dburl, &st) != BROKER_OK) {
         fprintf(stderr, "admin-token: %s\n", st ? store_last_error(st) : "out of memory");
         goto out;
     }
-    enum broker_err e = store_admin_token_add(st, argv[2], hash);
-    if (e != BROKER_OK) {
+    if (revoke) {
+        /* every admin request looks its token up, so this takes effect on every replica at once */
+        if ((e = store_admin_token_revoke(st, argv[2])) != BROKER_OK) {
+            fprintf(stderr, "admin-token: %s\n",
+                    e == BROKER_ERR_NOT_FOUND ? "no active token has that name" : store_last_error(st));
+            goto out;
+        }
+        printf("revoked %s\n", argv[2]);
+        rc = 0;
+        goto out;
+    }
+    if ((e = store_admin_token_add(st, argv[2], hash)) != BROKER_OK) {
         fprintf(stderr, "admin-token: %s\n", e == BROKER_ERR_BAD_REQUEST ? "a token with that name exists"
                                                                             : store_last_error(st));
         goto out;

@@ -215,6 +215,11 @@ t_eq "audit record of an issue" "issued deploy main-branch secrets:read:demo sec
   "$(jq -r '"\(.result) \(.identity) \(.policy) \(.scope) \(.audience) \(.client_addr)"' <<<"$rec")"
 t_match "audit keeps the minted jti" '^[A-Za-z0-9_-]{22,}$' "$(jq -r .token_jti <<<"$rec")"
 
+REVOKE=$("$BROKER_BIN" admin-token create --name to-revoke)
+t_eq "a second admin token works" "200" "$(curl -sS -o /dev/null -w '%{http_code}' -H "authorization: Bearer $REVOKE" "$BROKER_URL/v1/identities")"
+t_match "admin-token revoke" "revoked to-revoke" "$("$BROKER_BIN" admin-token revoke --name to-revoke)"
+t_eq "a revoked admin token stops working at once" "401" "$(curl -sS -o /dev/null -w '%{http_code}' -H "authorization: Bearer $REVOKE" "$BROKER_URL/v1/identities")"
+
 # ---------------------------------------------------------------- GitOps: dry run, prune, through the API
 mkdir -p "$WORK/gitops"
 jq '.description = "deploys the demo service (edited)" | .ttl = "10m"' "$WORK/policies/deploy.identity.json" >"$WORK/gitops/deploy.identity.json"
