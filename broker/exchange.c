@@ -203,7 +203,9 @@ static void on_audited_loop(struct loop_msg *m)
 {
     struct xjob *j = (struct xjob *)m;
     http_inflight_add(j->loop, -1);
-    enum broker_err e = j->audit.result == BROKER_OK ? j->result : BROKER_ERR_AUDIT_UNAVAILABLE;
+    enum broker_err e = j->audit.result != BROKER_OK ? BROKER_ERR_AUDIT_UNAVAILABLE
+                        : j->audit.rec.replayed  ? BROKER_ERR_REPLAY /* the row says denied/replay */
+                                                 : j->result;
     finish(j, e);
 }
 
@@ -355,12 +357,20 @@ static void evaluate(struct xjob *j)
         return;
     }
     if (res.policy->single_use) {
-        /* replay protection needs the shared jti store (not built yet): refuse rather than
-         * silently accept a token twice */
-        j->audit.rec.identity = dup_str(res.identity->name);
-        j->audit.rec.policy = dup_str(res.policy->name);
-        decide(j, BROKER_ERR_REPLAY, strdup("{\"stage\":\"policy\",\"reason\":\"single_use_unsupported\"}"));
-        return;
+        /* replay protection: the jti is claimed in the audit transaction, across replicas */
+        const json_t *jti = json_object_get(j->jwt.claims, "jti");
+        int64_t exp = 0;
+        bool has_exp = false;
+        if (!json_is_string(jti) || json_string_length(jti) == 0 || json_string_length(jti) > BROKER_MAX_CLAIM_LEN ||
+            jwt_claim_time(j->jwt.claims, "exp", &has_exp, &exp) != BROKER_OK || !has_exp) {
+            j->audit.rec.identity = dup_str(res.identity->name);
+            j->audit.rec.policy = dup_str(res.policy->name);
+            decide(j, BROKER_ERR_BAD_CLAIM,
+                   strdup("{\"decision\":\"denied\",\"reason\":\"bad_claim\","
+                          "\"note\":\"a single_use trust policy needs a jti claim\"}"));
+            return;
+        }
+        j->audit.rec.replay_exp = exp + j->issuer->leeway_s;
     }
 
     struct keyring_ref *kr = state_keys_get();

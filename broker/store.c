@@ -54,6 +54,22 @@ static const char audit_insert_sql[] =
     "'epoch'::timestamptz + $2::bigint * interval '1 microsecond', $3, $4, $5, $6, $7, $8, $9, $10, $11, "
     "$12, $13, $14::jsonb)";
 
+/* The same row, claiming the subject token's jti first (single_use). A conflict (an earlier
+ * decision, committed or concurrent, took it) turns the row into a denial: reason "replay", no
+ * minted jti. RETURNING tells the writer which happened. */
+static const char audit_insert_once_sql[] =
+    "WITH claim AS (INSERT INTO used_jti (issuer, jti, expires_at) VALUES ($7, $9, "
+    "'epoch'::timestamptz + $15::bigint * interval '1 second') ON CONFLICT DO NOTHING RETURNING 1) "
+    "INSERT INTO audit (request_id, at, result, reason, identity, policy, subject_iss, subject_sub, "
+    "subject_jti, token_jti, scope, audience, client_addr, explanation) SELECT $1, "
+    "'epoch'::timestamptz + $2::bigint * interval '1 microsecond', "
+    "CASE WHEN EXISTS (SELECT 1 FROM claim) THEN $3 ELSE 'denied' END, "
+    "CASE WHEN EXISTS (SELECT 1 FROM claim) THEN $4 ELSE 'replay' END, $5, $6, $7, $8, $9, "
+    "CASE WHEN EXISTS (SELECT 1 FROM claim) THEN $10 END, $11, $12, $13, "
+    "CASE WHEN EXISTS (SELECT 1 FROM claim) THEN $14::jsonb "
+    "ELSE '{\"decision\":\"denied\",\"reason\":\"replay\",\"note\":\"this subject token jti was already used\"}'::jsonb END "
+    "RETURNING result";
+
 void audit_record_clear(struct audit_record *r)
 {
     if (!r)
@@ -620,7 +636,8 @@ enum broker_err store_replica_heartbeat(struct store *st, const char *id, unsign
     /* the upsert is not visible to the count of the same statement: count the others, add one */
     static const char sql[] = "WITH up AS (INSERT INTO replicas (id, seen) VALUES ($1, now())"
                               "            ON CONFLICT (id) DO UPDATE SET seen = now()),"
-                              "     gone AS (DELETE FROM replicas WHERE seen < now() - interval '10 minutes')"
+                              "     gone AS (DELETE FROM replicas WHERE seen < now() - interval '10 minutes'),"
+                              "     spent AS (DELETE FROM used_jti WHERE expires_at < now())"
                               " SELECT count(*)::text FROM replicas WHERE seen > now() - interval '5 seconds' AND id <> $1";
     const char *vals[1] = {id};
     PGresult *res = store_exec(st, "replica heartbeat", sql, 1, vals, NULL, NULL, PGRES_TUPLES_OK);
@@ -957,6 +974,12 @@ static bool audit_record_clean(struct audit_record *r)
     return true;
 }
 
+/* A record that claims its jti: single_use, and something to claim. */
+static bool audit_claims(const struct audit_record *r)
+{
+    return r->replay_exp > 0 && r->issued && r->subject_iss != NULL && r->subject_jti != NULL;
+}
+
 static int audit_send(PGconn *conn, const struct audit_record *r)
 {
     char at[24], marker[64];
@@ -966,16 +989,20 @@ static int audit_send(PGconn *conn, const struct audit_record *r)
         snprintf(marker, sizeof(marker), "[{\"truncated\":true,\"bytes\":%zu}]", strlen(expl));
         expl = marker;
     }
-    const char *v[STORE_AUDIT_PARAMS] = {
+    char exp[24];
+    snprintf(exp, sizeof(exp), "%" PRId64, r->replay_exp);
+    const char *v[STORE_AUDIT_PARAMS + 1] = {
         r->request_id, at, r->issued ? "issued" : "denied", r->reason ? r->reason : "unknown", r->identity,
         r->policy, r->subject_iss, r->subject_sub, r->subject_jti, r->token_jti, r->scope, r->audience,
-        r->client_addr, expl};
+        r->client_addr, expl, exp};
+    if (audit_claims(r))
+        return PQsendQueryPrepared(conn, "audit_insert_once", STORE_AUDIT_PARAMS + 1, v, NULL, NULL, 0);
     return PQsendQueryPrepared(conn, "audit_insert", STORE_AUDIT_PARAMS, v, NULL, NULL, 0);
 }
 
 /* Read BEGIN, n INSERTs, COMMIT and the sync point. After the first error the server skips the
  * rest up to the sync (PGRES_PIPELINE_ABORTED), so nothing of the batch is committed. */
-static enum broker_err audit_collect(struct store *st, size_t n)
+static enum broker_err audit_collect(struct store *st, struct audit_record *const *recs, size_t n)
 {
     enum broker_err rc = BROKER_OK;
     PGresult *res;
@@ -986,8 +1013,12 @@ static enum broker_err audit_collect(struct store *st, size_t n)
             return BROKER_ERR_DB;
         }
         ExecStatusType s = PQresultStatus(res);
-        bool ok = s == PGRES_COMMAND_OK;
-        if (ok && q > 0 && q <= n)
+        bool claims = q > 0 && q <= n && audit_claims(recs[q - 1]);
+        bool ok = s == (claims ? PGRES_TUPLES_OK : PGRES_COMMAND_OK);
+        if (ok && claims) {
+            ok = PQntuples(res) == 1;
+            recs[q - 1]->replayed = ok && strcmp(PQgetvalue(res, 0, 0), "denied") == 0;
+        } else if (ok && q > 0 && q <= n)
             ok = strcmp(PQcmdTuples(res), "1") == 0;
         if (ok && q == n + 1)
             ok = strcmp(PQcmdStatus(res), "COMMIT") == 0;
@@ -1035,6 +1066,8 @@ enum broker_err store_audit_write(struct store *st, struct audit_record *const *
         return BROKER_ERR_DB;
     st->sqlstate[0] = 0;
     for (size_t i = 0; i < n; i++) {
+        if (recs[i] != NULL)
+            recs[i]->replayed = false;
         if (!recs[i] || !audit_record_clean(recs[i])) {
             snprintf(st->err, sizeof(st->err), "audit: record %zu is malformed", i);
             memcpy(st->sqlstate, "22000", 6);  /* a data error, as the server would say */
@@ -1044,6 +1077,11 @@ enum broker_err store_audit_write(struct store *st, struct audit_record *const *
     if (!st->audit_prepared) {
         PGresult *res = PQprepare(st->conn, "audit_insert", audit_insert_sql, STORE_AUDIT_PARAMS, NULL);
         st->audit_prepared = res && PQresultStatus(res) == PGRES_COMMAND_OK;
+        if (st->audit_prepared) {
+            PQclear(res);
+            res = PQprepare(st->conn, "audit_insert_once", audit_insert_once_sql, STORE_AUDIT_PARAMS + 1, NULL);
+            st->audit_prepared = res && PQresultStatus(res) == PGRES_COMMAND_OK;
+        }
         if (!st->audit_prepared)
             store_fail(st, "audit prepare", res);
         PQclear(res);
@@ -1065,7 +1103,7 @@ enum broker_err store_audit_write(struct store *st, struct audit_record *const *
         st->broken = true;  /* a half-sent pipeline: only a new session is clean */
         goto cleanup;
     }
-    rc = audit_collect(st, n);
+    rc = audit_collect(st, recs, n);
 cleanup:
     if (piped && PQexitPipelineMode(st->conn) != 1)
         st->broken = true;

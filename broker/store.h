@@ -25,6 +25,11 @@ struct audit_record {
     char *audience;
     char *client_addr;
     char *explanation;        /* JSON text (array), may be NULL */
+    /* single_use: when replay_exp > 0 the subject token's (subject_iss, subject_jti) is claimed in
+     * the same transaction; if it was already used the row is stored as denied/replay instead and
+     * replayed is set (the caller must then not hand out the token). */
+    int64_t replay_exp;       /* Unix seconds after which the claim may be pruned; 0: no claim */
+    bool replayed;            /* out */
 };
 void audit_record_clear(struct audit_record *r);
 

@@ -55,6 +55,11 @@ cat >"$WORK/policies/vault.identity.json" <<'JSON'
             "claims": {"/kubernetes.io/namespace": {"equals": "default"},
                        "/kubernetes.io/serviceaccount/uid": {"equals": "77c81ad7-1bea-4d94-9ca5-f5d7f3632331"}}}]}
 JSON
+cat >"$WORK/policies/once.identity.json" <<'JSON'
+{"identity": "once", "scopes": ["s:o"], "audiences": ["https://o.example.com"],
+ "trust": [{"name": "main", "issuer": "test", "single_use": true,
+            "subject": {"equals": "repo:acme/once:ref:refs/heads/main"}}]}
+JSON
 cat >"$WORK/policies/limited.identity.json" <<'JSON'
 {"identity": "limited", "scopes": ["s:l"], "audiences": ["https://l.example.com"],
  "rate_limit": {"per_minute": 6, "burst": 2},
@@ -183,6 +188,23 @@ t_match "identity rate limit: Retry-After" "retry-after: [0-9]+" "$(curl -sSi --
   --data-urlencode grant_type=urn:ietf:params:oauth:grant-type:token-exchange \
   --data-urlencode subject_token_type=urn:ietf:params:oauth:token-type:jwt \
   --data-urlencode "subject_token=$(GOOD --sub repo:acme/limited:ref:refs/heads/main)" "$BROKER_URL/v1/token" | tr -d '\r')"
+
+# single_use: each subject token jti is accepted once (claimed in the audit transaction)
+once=$(GOOD --sub repo:acme/once:ref:refs/heads/main)
+t_match "single_use: the first exchange succeeds" '^200 ' "$(exchange "$once")"
+res=$(exchange "$once")
+t_match "single_use: the same token again is refused" '^400 .*invalid_grant.*already been used' "$res"
+rec=$(curl -sS -H "authorization: Bearer $ADMIN" "$BROKER_URL/v1/audit/$(jq -r .request_id <<<"${res#* }")")
+t_eq "single_use: the replay is audited as a denial without a minted jti" "denied replay null" \
+  "$(jq -r '"\(.result) \(.reason) \(.token_jti)"' <<<"$rec")"
+once=$(GOOD --sub repo:acme/once:ref:refs/heads/main)
+opids=()
+for i in $(seq 1 8); do (exchange "$once" | cut -c1-3 >"$WORK/once.$i") & opids+=($!); done
+wait "${opids[@]}"
+cat "$WORK"/once.[1-8] >"$WORK/once.txt"
+t_eq "single_use: 8 concurrent exchanges of one token, exactly one succeeds" "1 7" \
+  "$(grep -c '^200' "$WORK/once.txt") $(grep -c '^400' "$WORK/once.txt")"
+t_match "single_use: a token without jti is refused" '^400 .*invalid_grant' "$(exchange "$(GOOD --sub repo:acme/once:ref:refs/heads/main --drop jti)")"
 
 # ---------------------------------------------------------------- audit
 res=$(exchange "$(GOOD --claims '{"repository_id": "31337"}')")
