@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "log.h"
+#include "verify.h"
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
@@ -41,6 +42,7 @@ static void *worker_main(void *arg)
         http_post(j->loop, &j->msg);
     }
     store_close(st);
+    verify_thread_cleanup(); /* POST /v1/policy/test verifies signatures on this thread */
     return NULL;
 }
 
