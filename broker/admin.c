@@ -22,11 +22,13 @@
 #include "explain.h"
 #include "form.h"
 #include "issuers.h"
+#include "jwks.h"
 #include "jwt.h"
 #include "log.h"
 #include "policy.h"
 #include "state.h"
 #include "store.h"
+#include "verify.h"
 #include "worker.h"
 
 #define ADMIN_MAX_ARG 256        /* path segment ({name}, {request_id}) kept for validation */
@@ -849,6 +851,57 @@ static bool bearer(const h2o_req_t *req, const char **tok, size_t *len)
 }
 
 /* What kind of credential the bearer is, decided on the loop without I/O; false: none we accept. */
+/* true when the space-delimited scope list holds want exactly */
+static bool scope_has(const char *scope, const char *want)
+{
+    size_t n = strlen(want);
+    for (const char *p = scope; p != NULL && *p;) {
+        const char *end = strchr(p, ' ');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n && memcmp(p, want, n) == 0)
+            return true;
+        p = end ? end + 1 : NULL;
+    }
+    return false;
+}
+
+/* A Broker-minted access token (e.g. a CI job's, exchanged from its own OIDC token): ES256 by one
+ * of our published keys, our iss, Broker itself among its audiences, typ at+jwt, inside its lifetime. Pure crypto: fine on the loop.
+ * Scope "broker:admin" grants PRIV_ADMIN; a valid token without it is known (403, not 401). */
+static bool broker_credential(struct admin_job *j, const char *tok, size_t len)
+{
+    struct jwt t;
+    bool ok = false;
+    if (broker_issuer == NULL || jwt_parse((const uint8_t *)tok, len, &t) != BROKER_OK)
+        return false;
+    struct keyring_ref *kr = state_keys_get();
+    const struct keyring *ring = kr ? state_keys_ring(kr) : NULL;
+    const char *typ = json_string_value(json_object_get(t.header, "typ"));
+    const char *sub = json_string_value(json_object_get(t.claims, "sub"));
+    const char *scope = json_string_value(json_object_get(t.claims, "scope"));
+    if (ring == NULL || t.alg != JWT_ALG_ES256 || t.kid == NULL || typ == NULL || strcmp(typ, "at+jwt") != 0 ||
+        t.iss == NULL || strcmp(t.iss, broker_issuer) != 0 || sub == NULL || strlen(sub) > BROKER_MAX_NAME_LEN ||
+        !jwt_aud_contains(t.claims, broker_issuer)) /* minted for Broker itself, not for another service */
+        goto out;
+    for (size_t i = 0; i < ring->n && !ok; i++) {
+        if (strcmp(ring->keys[i].kid, t.kid) != 0)
+            continue;
+        struct jwk k = {.type = JWK_EC_P256, .alg = JWT_ALG_ES256, .pkey = ring->keys[i].pkey};
+        ok = verify_signature(&k, JWT_ALG_ES256, t.signing_input, t.signing_input_len, t.sig, t.sig_len) ==
+                 BROKER_OK &&
+             verify_times(t.claims, (int64_t)time(NULL), 0) == BROKER_OK;
+    }
+    if (ok) {
+        j->cred = CRED_BROKER_TOKEN;
+        snprintf(j->who, sizeof(j->who), "broker-token:%s", sub);
+        j->privs = scope != NULL && scope_has(scope, "broker:admin") ? PRIV_BIT(PRIV_ADMIN) : 0;
+    }
+out:
+    state_keys_put(kr);
+    jwt_release(&t);
+    return ok;
+}
+
 static bool admin_credential(struct admin_job *j, const char *tok, size_t len)
 {
     size_t plen = strlen(ADMIN_TOKEN_PREFIX);
@@ -862,12 +915,7 @@ static bool admin_credential(struct admin_job *j, const char *tok, size_t len)
         admin_token_hash(tok, len, j->hash);
         return true;
     }
-    /* Hook for broker-minted access tokens (a later step): verify the JWT here against our own
-     * keyring (state_keys_get; pure crypto, fine on the loop), then set j->cred = CRED_BROKER_TOKEN,
-     * j->who from its sub and j->privs from its scope ("broker:admin" -> PRIV_BIT(PRIV_ADMIN)).
-     * admin_authorize applies the same privilege check to both kinds: a valid token without the
-     * scope gets 403. */
-    return false;
+    return broker_credential(j, tok, len);
 }
 
 static char *dupn(const char *s, size_t n, bool *fail)
