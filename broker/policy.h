@@ -77,6 +77,8 @@ struct issuer_cfg {
     char *jwks_inline;    /* JSON text of an inline "jwks", or NULL */
     char *jwks_file;      /* path, or NULL */
     char *ca_file;        /* PEM bundle, or NULL: system store */
+    char *bearer_token_file; /* sent as Authorization: Bearer when fetching keys (Kubernetes), or NULL;
+                                not used by the fetcher yet */
     uint32_t algs;        /* JWT_ALG_BIT mask; never HMAC; default RS256 */
     int64_t leeway_s;     /* default 60 */
     json_t *doc;          /* the validated document, owned */

@@ -273,6 +273,7 @@ void policy_issuer_clear(struct issuer_cfg *c)
     free(c->jwks_inline);
     free(c->jwks_file);
     free(c->ca_file);
+    free(c->bearer_token_file);
     json_decref(c->doc);
     memset(c, 0, sizeof(*c));
 }
@@ -317,33 +318,96 @@ done:
 }
 
 #define GITHUB_ACTIONS_URL "https://token.actions.githubusercontent.com"
+#define DOC_PRESET_NAMES "github-actions, gitlab, google, aws-eks, aws-outbound, kubernetes"
 
-/* Fills what a preset implies, unless the document spells it out (fields beside a preset override it). */
-static enum broker_err doc_preset(const json_t *doc, struct issuer_cfg *out, char *err, size_t errlen)
+enum doc_preset_kind { PRESET_GITHUB, PRESET_GITLAB, PRESET_GOOGLE, PRESET_EKS, PRESET_AWS_OUTBOUND, PRESET_K8S };
+
+/* Each preset: its default iss (NULL: "url" is required) and the algorithms the platform signs with. */
+static const struct {
+    const char *name;
+    enum doc_preset_kind kind;
+    const char *url;
+    uint32_t algs;
+} doc_presets[] = {
+    {"github-actions", PRESET_GITHUB, GITHUB_ACTIONS_URL, JWT_ALG_BIT(JWT_ALG_RS256)},
+    {"gitlab", PRESET_GITLAB, "https://gitlab.com", JWT_ALG_BIT(JWT_ALG_RS256)},
+    {"google", PRESET_GOOGLE, "https://accounts.google.com", JWT_ALG_BIT(JWT_ALG_RS256)},
+    {"aws-eks", PRESET_EKS, NULL, JWT_ALG_BIT(JWT_ALG_RS256)},
+    {"aws-outbound", PRESET_AWS_OUTBOUND, NULL, JWT_ALG_BIT(JWT_ALG_RS256) | JWT_ALG_BIT(JWT_ALG_ES384)},
+    {"kubernetes", PRESET_K8S, NULL, JWT_ALG_BIT(JWT_ALG_RS256) | JWT_ALG_BIT(JWT_ALG_ES256)},
+};
+
+static bool doc_is_lower_alnum(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+static bool doc_is_hex_lower(char c)
+{
+    return (c >= 'a' && c <= 'f') || (c >= '0' && c <= '9');
+}
+
+/* Consumes a literal prefix; false when s does not start with it. */
+static bool doc_eat(const char **s, const char *lit)
+{
+    size_t n = strlen(lit);
+    if (strncmp(*s, lit, n) != 0)
+        return false;
+    *s += n;
+    return true;
+}
+
+/* https://oidc.eks.<region>.amazonaws.com/id/<ID>: region like "eu-west-1", ID upper-case hex/alnum. */
+static bool doc_eks_url(const char *s)
+{
+    size_t n = 0;
+    if (!doc_eat(&s, "https://oidc.eks."))
+        return false;
+    while (doc_is_lower_alnum(s[n]) || s[n] == '-')
+        n++;
+    if (n == 0 || n > 32 || s[0] == '-' || s[n - 1] == '-')
+        return false;
+    s += n;
+    if (!doc_eat(&s, ".amazonaws.com/id/"))
+        return false;
+    for (n = 0; (s[n] >= 'A' && s[n] <= 'Z') || (s[n] >= '0' && s[n] <= '9'); n++)
+        ;
+    return n >= 1 && n <= 64 && s[n] == 0;
+}
+
+/* https://<uuid>.tokens.sts.global.api.aws: the account's issuer, a lower-case 8-4-4-4-12 UUID. */
+static bool doc_aws_outbound_url(const char *s)
+{
+    static const size_t groups[] = {8, 4, 4, 4, 12};
+    if (!doc_eat(&s, "https://"))
+        return false;
+    for (size_t g = 0; g < 5; g++) {
+        for (size_t i = 0; i < groups[g]; i++, s++)
+            if (!doc_is_hex_lower(*s))
+                return false;
+        if (g < 4 && *s++ != '-')
+            return false;
+    }
+    return strcmp(s, ".tokens.sts.global.api.aws") == 0;
+}
+
+static enum broker_err doc_set_url(char **dst, const char *url)
+{
+    *dst = doc_strndup(url, strlen(url));
+    return *dst ? BROKER_OK : BROKER_ERR_NOMEM;
+}
+
+static enum broker_err doc_preset_github(const json_t *doc, struct issuer_cfg *out, char *err, size_t errlen)
 {
     enum broker_err rc = BROKER_OK;
-    const json_t *preset = json_object_get(doc, "preset");
     const json_t *enterprise = json_object_get(doc, "enterprise");
     const json_t *ghes = json_object_get(doc, "ghes_host");
+    char *tmp = NULL;
 
-    if (!preset) {
-        if (enterprise || ghes)
-            DOC_FAIL("%s: only meaningful with \"preset\": \"github-actions\"",
-                     enterprise ? "enterprise" : "ghes_host");
-        goto done;
-    }
-    if (!json_is_string(preset))
-        DOC_FAIL("preset: must be a string");
-    if (strcmp(json_string_value(preset), "github-actions") != 0) {
-        char shown[40];
-        snprintf(shown, sizeof(shown), "%s", json_string_value(preset));
-        DOC_FAIL("preset: \"%s\" is not supported yet (supported: github-actions)", shown);
-    }
     if (enterprise && ghes)
         DOC_FAIL("enterprise: cannot be combined with ghes_host");
     if (!out->url) {
         char url[DOC_MAX_TEXT + 64];
-        char *tmp = NULL;
         if (enterprise) {
             DOC_TRY(doc_string(enterprise, "enterprise", DOC_STR_NAME, BROKER_MAX_NAME_LEN, &tmp, err, errlen));
             snprintf(url, sizeof(url), GITHUB_ACTIONS_URL "/%s", tmp);
@@ -353,14 +417,96 @@ static enum broker_err doc_preset(const json_t *doc, struct issuer_cfg *out, cha
         } else {
             snprintf(url, sizeof(url), "%s", GITHUB_ACTIONS_URL);
         }
-        free(tmp);
         if (!doc_https_url(url, strlen(url), false))
             DOC_FAIL("ghes_host: not a valid host name");
-        out->url = doc_strndup(url, strlen(url));
-        if (!out->url)
-            rc = BROKER_ERR_NOMEM;
+        rc = doc_set_url(&out->url, url);
     } else if (enterprise || ghes) {
         DOC_FAIL("%s: cannot be combined with an explicit url", enterprise ? "enterprise" : "ghes_host");
+    }
+done:
+    free(tmp);
+    return rc;
+}
+
+/* The API server serves its keys at <iss>/openid/v1/jwks (usually behind authentication, hence
+ * ca_file and bearer_token_file); its discovery document is often not reachable at all. */
+static enum broker_err doc_preset_kubernetes(struct issuer_cfg *out)
+{
+    enum broker_err rc = BROKER_OK;
+    char uri[DOC_MAX_TEXT + 32];
+    size_t len = strlen(out->url);
+
+    if (out->jwks_inline || out->jwks_file || out->jwks_uri)
+        goto done;
+    if (len > 0 && out->url[len - 1] == '/')
+        len--;
+    snprintf(uri, sizeof(uri), "%.*s/openid/v1/jwks", (int)len, out->url);
+    /* a non-https iss needs static keys; the generic url check reports it */
+    if (!doc_https_url(uri, strlen(uri), true))
+        goto done;
+    rc = doc_set_url(&out->jwks_uri, uri);
+done:
+    return rc;
+}
+
+/* Fills what a preset implies, unless the document spells it out (fields beside a preset override it):
+ * url, algorithms (when "algorithms" is absent) and how keys are found. */
+static enum broker_err doc_preset(const json_t *doc, struct issuer_cfg *out, char *err, size_t errlen)
+{
+    enum broker_err rc = BROKER_OK;
+    const json_t *preset = json_object_get(doc, "preset");
+    const json_t *enterprise = json_object_get(doc, "enterprise");
+    const json_t *ghes = json_object_get(doc, "ghes_host");
+    size_t k;
+
+    if (!preset) {
+        if (enterprise || ghes)
+            DOC_FAIL("%s: only meaningful with \"preset\": \"github-actions\"",
+                     enterprise ? "enterprise" : "ghes_host");
+        goto done;
+    }
+    if (!json_is_string(preset))
+        DOC_FAIL("preset: must be a string");
+    for (k = 0; k < sizeof(doc_presets) / sizeof(doc_presets[0]); k++)
+        if (strlen(doc_presets[k].name) == json_string_length(preset) &&
+            strcmp(json_string_value(preset), doc_presets[k].name) == 0)
+            break;
+    if (k == sizeof(doc_presets) / sizeof(doc_presets[0])) {
+        char shown[40];
+        snprintf(shown, sizeof(shown), "%s", json_string_value(preset));
+        DOC_FAIL("preset: \"%s\" is not supported (supported: " DOC_PRESET_NAMES ")", shown);
+    }
+    if (doc_presets[k].kind != PRESET_GITHUB && (enterprise || ghes))
+        DOC_FAIL("%s: only meaningful with \"preset\": \"github-actions\"", enterprise ? "enterprise" : "ghes_host");
+    if (!json_object_get(doc, "algorithms"))
+        out->algs = doc_presets[k].algs;
+
+    switch (doc_presets[k].kind) {
+    case PRESET_GITHUB:
+        DOC_TRY(doc_preset_github(doc, out, err, errlen));
+        break;
+    case PRESET_GITLAB:
+    case PRESET_GOOGLE:
+        if (!out->url)
+            DOC_TRY(doc_set_url(&out->url, doc_presets[k].url));
+        break;
+    case PRESET_EKS:
+        if (!out->url)
+            DOC_FAIL("url: required with preset aws-eks (https://oidc.eks.<region>.amazonaws.com/id/<ID>)");
+        if (!doc_eks_url(out->url))
+            DOC_FAIL("url: not an EKS cluster issuer (https://oidc.eks.<region>.amazonaws.com/id/<ID>)");
+        break;
+    case PRESET_AWS_OUTBOUND:
+        if (!out->url)
+            DOC_FAIL("url: required with preset aws-outbound (https://<uuid>.tokens.sts.global.api.aws)");
+        if (!doc_aws_outbound_url(out->url))
+            DOC_FAIL("url: not an AWS outbound identity federation issuer (https://<uuid>.tokens.sts.global.api.aws)");
+        break;
+    case PRESET_K8S:
+        if (!out->url)
+            DOC_FAIL("url: required with preset kubernetes (the API server's service-account issuer)");
+        DOC_TRY(doc_preset_kubernetes(out));
+        break;
     }
 done:
     return rc;
@@ -369,7 +515,7 @@ done:
 enum broker_err policy_issuer_parse(const json_t *doc, struct issuer_cfg *out, char *err, size_t errlen)
 {
     static const char *const known[] = {"issuer", "url", "jwks_uri", "jwks", "jwks_file", "ca_file", "algorithms",
-                                        "leeway", "preset", "enterprise", "ghes_host", NULL};
+                                        "leeway", "preset", "enterprise", "ghes_host", "bearer_token_file", NULL};
     enum broker_err rc = BROKER_OK;
     const json_t *v;
 
@@ -407,6 +553,10 @@ enum broker_err policy_issuer_parse(const json_t *doc, struct issuer_cfg *out, c
         DOC_TRY(doc_string(v, "jwks_file", DOC_STR_TEXT, DOC_MAX_PATH, &out->jwks_file, err, errlen));
     if ((v = json_object_get(doc, "ca_file")))
         DOC_TRY(doc_string(v, "ca_file", DOC_STR_TEXT, DOC_MAX_PATH, &out->ca_file, err, errlen));
+    if ((v = json_object_get(doc, "bearer_token_file")))
+        DOC_TRY(doc_string(v, "bearer_token_file", DOC_STR_TEXT, DOC_MAX_PATH, &out->bearer_token_file, err, errlen));
+    if (out->bearer_token_file && (out->jwks_inline || out->jwks_file))
+        DOC_FAIL("bearer_token_file: only used to fetch keys, cannot be combined with jwks or jwks_file");
     if (out->jwks_inline && out->jwks_file)
         DOC_FAIL("jwks_file: cannot be combined with jwks (give the keys once)");
     if (out->jwks_uri && (out->jwks_inline || out->jwks_file))
@@ -420,7 +570,8 @@ enum broker_err policy_issuer_parse(const json_t *doc, struct issuer_cfg *out, c
         DOC_FAIL("url: must be an https:// URL without query or fragment (or give static keys with jwks or "
                  "jwks_file)");
 
-    out->algs = JWT_ALG_BIT(JWT_ALG_RS256);
+    if (!out->algs) /* a preset may have set them */
+        out->algs = JWT_ALG_BIT(JWT_ALG_RS256);
     if ((v = json_object_get(doc, "algorithms")))
         DOC_TRY(doc_algorithms(v, &out->algs, err, errlen));
     out->leeway_s = 60;
