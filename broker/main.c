@@ -9,6 +9,7 @@
 #include "admin.h"
 #include "audit.h"
 #include "cli_audit.h"
+#include "cli_exchange.h"
 #include "cli_policy.h"
 #include "config.h"
 #include "exchange.h"
@@ -60,6 +61,11 @@ static void usage(void)
           "  admin-token create --name NAME  print a new admin token once; only its hash is stored\n"
           "  admin-token revoke --name NAME  stop a token working, on every replica at once\n"
           "  audit show REQUEST_ID [--json]  one decision and why (denials: every check and condition)\n"
+          "  exchange --server URL [--identity N] [--audience A] [--scope S] [--token-file F | --token-env VAR]\n"
+          "        [--oidc-audience AUD] [--format token|json|env] [--cacert F] [--retries N]\n"
+          "                                  exchange the ambient OIDC token, print the access token\n"
+          "  run --server URL [exchange options] -- CMD ARGS...\n"
+          "                                  run CMD with BROKER_TOKEN (refreshed into BROKER_TOKEN_FILE)\n"
           "Configuration comes from BROKER_* environment variables (see README.md).\n",
           stderr);
 }
@@ -275,6 +281,10 @@ int main(int argc, char **argv)
         rc = cli_audit(argc - 2, argv + 2);
     else if (strcmp(cmd, "admin-token") == 0)
         rc = cmd_admin_token(argc - 2, argv + 2);
+    else if (strcmp(cmd, "exchange") == 0)
+        rc = cli_exchange(argc - 2, argv + 2);
+    else if (strcmp(cmd, "run") == 0)
+        rc = cli_run(argc - 2, argv + 2);
     else {
         usage();
         rc = 2;
