@@ -525,6 +525,77 @@ static const char *const identity_doc =
     "   \"scopes\": [\"b\"], \"source_cidrs\": [\"10.0.0.0/8\"], \"claim_mappings\": {\"repository\": \"repo\", \"/a/b\": \"ab\"},"
     "   \"single_use\": true}]}";
 
+/* What each preset yields: the iss, the algorithms, and where keys come from (NULL jwks_uri: discovery). */
+static void test_issuer_presets(void **state)
+{
+    (void)state;
+    static const uint32_t rs = JWT_ALG_BIT(JWT_ALG_RS256);
+    static const struct {
+        const char *doc;
+        const char *url;
+        uint32_t algs;
+        const char *jwks_uri;
+        const char *bearer;
+    } cases[] = {
+        {"{\"issuer\": \"a\", \"preset\": \"github-actions\"}", "https://token.actions.githubusercontent.com", rs, NULL,
+         NULL},
+        {"{\"issuer\": \"a\", \"preset\": \"gitlab\"}", "https://gitlab.com", rs, NULL, NULL},
+        {"{\"issuer\": \"a\", \"preset\": \"gitlab\", \"url\": \"https://gitlab.acme.example\"}",
+         "https://gitlab.acme.example", rs, NULL, NULL},
+        {"{\"issuer\": \"a\", \"preset\": \"google\"}", "https://accounts.google.com", rs, NULL, NULL},
+        {"{\"issuer\": \"a\", \"preset\": \"aws-eks\", \"url\": "
+         "\"https://oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE\"}",
+         "https://oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE", rs, NULL, NULL},
+        {"{\"issuer\": \"a\", \"preset\": \"aws-outbound\", \"url\": "
+         "\"https://8c5f0a3e-4b8e-4f0a-9d3c-2f1e6a7b9c01.tokens.sts.global.api.aws\"}",
+         "https://8c5f0a3e-4b8e-4f0a-9d3c-2f1e6a7b9c01.tokens.sts.global.api.aws",
+         rs | JWT_ALG_BIT(JWT_ALG_ES384), NULL, NULL},
+        {"{\"issuer\": \"a\", \"preset\": \"kubernetes\", \"url\": \"https://kubernetes.default.svc.cluster.local\","
+         " \"ca_file\": \"/etc/k8s/ca.pem\", \"bearer_token_file\": \"/var/run/secrets/token\"}",
+         "https://kubernetes.default.svc.cluster.local", rs | JWT_ALG_BIT(JWT_ALG_ES256),
+         "https://kubernetes.default.svc.cluster.local/openid/v1/jwks", "/var/run/secrets/token"},
+        /* a trailing slash on the issuer does not double the path separator */
+        {"{\"issuer\": \"a\", \"preset\": \"kubernetes\", \"url\": \"https://k8s.example.com:6443/\"}",
+         "https://k8s.example.com:6443/", rs | JWT_ALG_BIT(JWT_ALG_ES256), "https://k8s.example.com:6443/openid/v1/jwks",
+         NULL},
+        /* static keys: any iss string, no fetch */
+        {"{\"issuer\": \"a\", \"preset\": \"kubernetes\", \"url\": \"kubernetes/serviceaccount\","
+         " \"jwks_file\": \"/etc/k8s.jwks\"}",
+         "kubernetes/serviceaccount", rs | JWT_ALG_BIT(JWT_ALG_ES256), NULL, NULL},
+        /* fields beside a preset override it */
+        {"{\"issuer\": \"a\", \"preset\": \"kubernetes\", \"url\": \"https://k8s.example.com\","
+         " \"jwks_uri\": \"https://keys.example.com/jwks\", \"algorithms\": [\"ES256\"]}",
+         "https://k8s.example.com", JWT_ALG_BIT(JWT_ALG_ES256), "https://keys.example.com/jwks", NULL},
+        {"{\"issuer\": \"a\", \"preset\": \"aws-outbound\", \"algorithms\": [\"ES384\"], \"url\": "
+         "\"https://8c5f0a3e-4b8e-4f0a-9d3c-2f1e6a7b9c01.tokens.sts.global.api.aws\"}",
+         "https://8c5f0a3e-4b8e-4f0a-9d3c-2f1e6a7b9c01.tokens.sts.global.api.aws", JWT_ALG_BIT(JWT_ALG_ES384), NULL,
+         NULL},
+        /* no preset: bearer_token_file is still a known field */
+        {"{\"issuer\": \"a\", \"url\": \"https://k8s.example.com\", \"bearer_token_file\": \"/t\"}",
+         "https://k8s.example.com", rs, NULL, "/t"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char err[256];
+        struct issuer_cfg c;
+        json_t *d = json_loads(cases[i].doc, 0, NULL);
+        assert_non_null(d);
+        if (policy_issuer_parse(d, &c, err, sizeof(err)) != BROKER_OK)
+            fail_msg("case %zu: %s", i, err);
+        assert_string_equal(c.url, cases[i].url);
+        assert_int_equal(c.algs, cases[i].algs);
+        if (cases[i].jwks_uri)
+            assert_string_equal(c.jwks_uri, cases[i].jwks_uri);
+        else
+            assert_null(c.jwks_uri);
+        if (cases[i].bearer)
+            assert_string_equal(c.bearer_token_file, cases[i].bearer);
+        else
+            assert_null(c.bearer_token_file);
+        policy_issuer_clear(&c);
+        json_decref(d);
+    }
+}
+
 static void test_identity_parse(void **state)
 {
     (void)state;
@@ -983,6 +1054,7 @@ int main(void)
         cmocka_unit_test(test_claim_get),
         cmocka_unit_test(test_scalar_text),
         cmocka_unit_test(test_issuer_parse),
+        cmocka_unit_test(test_issuer_presets),
         cmocka_unit_test(test_identity_parse),
         cmocka_unit_test(test_build_error_names_document),
         cmocka_unit_test(test_set_lookups_and_refcount),
