@@ -342,11 +342,6 @@ static bool doc_is_lower_alnum(char c)
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
 }
 
-static bool doc_is_hex_lower(char c)
-{
-    return (c >= 'a' && c <= 'f') || (c >= '0' && c <= '9');
-}
-
 /* Consumes a literal prefix; false when s does not start with it. */
 static bool doc_eat(const char **s, const char *lit)
 {
@@ -375,20 +370,18 @@ static bool doc_eks_url(const char *s)
     return n >= 1 && n <= 64 && s[n] == 0;
 }
 
-/* https://<uuid>.tokens.sts.global.api.aws: the account's issuer, a lower-case 8-4-4-4-12 UUID. */
+/* https://<id>.tokens.sts.global.api.aws: the account's issuer. AWS documents <id> as a UUID but shows
+ * other shapes in samples, so accept one lower-case DNS label (never a dot: no other domain can pass). */
 static bool doc_aws_outbound_url(const char *s)
 {
-    static const size_t groups[] = {8, 4, 4, 4, 12};
+    size_t n = 0;
     if (!doc_eat(&s, "https://"))
         return false;
-    for (size_t g = 0; g < 5; g++) {
-        for (size_t i = 0; i < groups[g]; i++, s++)
-            if (!doc_is_hex_lower(*s))
-                return false;
-        if (g < 4 && *s++ != '-')
-            return false;
-    }
-    return strcmp(s, ".tokens.sts.global.api.aws") == 0;
+    while (doc_is_lower_alnum(s[n]) || s[n] == '-')
+        n++;
+    if (n == 0 || n > 63 || s[0] == '-' || s[n - 1] == '-')
+        return false;
+    return strcmp(s + n, ".tokens.sts.global.api.aws") == 0;
 }
 
 static enum broker_err doc_set_url(char **dst, const char *url)
