@@ -528,8 +528,11 @@ int cli_run(int argc, char **argv)
         goto restore;
     }
     if (pid == 0) {
-        sigaction(SIGTERM, &old_term, NULL);
-        sigaction(SIGINT, &old_int, NULL);
+        /* default dispositions, even when ours were ignored (a background job's SIGINT): the
+         * signals we forward must reach the command */
+        sa.sa_handler = SIG_DFL;
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGINT, &sa, NULL);
         if (setenv("BROKER_TOKEN", json_string_value(json_object_get(r, "access_token")), 1) != 0 ||
             setenv("BROKER_TOKEN_EXPIRES_AT", exp_s, 1) != 0 || setenv("BROKER_TOKEN_FILE", path, 1) != 0)
             _exit(127);
