@@ -414,7 +414,7 @@ static enum broker_err check_set(void *arg, const json_t *issuers, const json_t 
  * make every reload refuse the whole set. */
 static bool issuer_files_ok(struct admin_job *j, const json_t *doc)
 {
-    static const char *const keys[] = {"jwks_file", "ca_file"};
+    static const char *const keys[] = {"jwks_file", "ca_file", "bearer_token_file"};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         const char *v = json_string_value(json_object_get(doc, keys[i]));
         if (v == NULL)
