@@ -449,11 +449,14 @@ int cli_exchange(int argc, char **argv)
 /* ---------------------------------------------------------------- broker run */
 
 static volatile sig_atomic_t run_child = 0;
+static volatile sig_atomic_t run_pending = 0; /* a signal that arrived before the fork */
 
 static void run_forward(int sig)
 {
     if (run_child > 0)
         kill((pid_t)run_child, sig);
+    else
+        run_pending = sig;
 }
 
 /* Atomically replace path with token (mode 0600): write a sibling, fsync, rename. */
@@ -541,6 +544,8 @@ int cli_run(int argc, char **argv)
         _exit(errno == ENOENT ? 127 : 126);
     }
     run_child = pid;
+    if (run_pending != 0)
+        kill(pid, run_pending);
     /* refresh at ~80% of the lifetime; on failure try again sooner, until the token expires */
     time_t refresh_at = issued + (time_t)((exp_at - issued) * 8 / 10);
     int status = 0;
