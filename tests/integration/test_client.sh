@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2016  # single-quoted scripts run in the child, with its own environment
 # Client side: `broker exchange` and `broker run` against a throwaway PostgreSQL, the local HTTPS
 # issuer, `broker serve` and tests/tools/fake_metadata.py (GitHub Actions token request URL, GCP
 # metadata server, a flaky and an oversized token endpoint). Every ambient-token source, the
@@ -53,7 +54,7 @@ JSON
 "$BROKER_BIN" policy apply "$WORK/policies" >/dev/null || { echo "policy apply failed"; exit 1; }
 broker_start client || exit 1
 PIDS+=("$BROKER_PID")
-GOOD() { mint "$ISS" --preset github-actions --aud "$BROKER_URL" "$@"; }
+GOOD() { mint "$ISS" --preset github-actions --aud "$BROKER_URL"; }
 
 META_LOG="$WORK/meta.log"
 $PY "$ROOT/tests/tools/fake_metadata.py" "$ISS" --iss "$ISSUER_URL" --port-file "$WORK/meta.port" \
