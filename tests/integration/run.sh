@@ -262,7 +262,7 @@ t_match "an invalid document in a batch changes nothing (API)" "refused \(400" \
 t_eq "…and the batch's valid documents were not written" '"15m"' "$(curl -sS -H "authorization: Bearer $ADMIN" "$BROKER_URL/v1/identities/deploy" | jq -c '.document.ttl // .ttl')"
 
 # ---------------------------------------------------------------- Broker-minted broker:admin tokens
-ops=$(jq -n --arg aud "$BROKER_URL" '{identity: "ops", scopes: ["broker:admin"], audiences: [$aud],
+ops=$(jq -n --arg aud "$BROKER_URL" '{identity: "ops", scopes: ["broker:admin", "broker:introspect"], audiences: [$aud],
   trust: [{name: "ops-main", issuer: "test", subject: {equals: "repo:acme/ops:ref:refs/heads/main"}}]}')
 t_eq "PUT an identity through the admin API" "201" "$(curl -sS -o /dev/null -w '%{http_code}' -X PUT -H "authorization: Bearer $ADMIN" \
   -H 'content-type: application/json' --data "$ops" "$BROKER_URL/v1/identities/ops")"
@@ -272,8 +272,11 @@ t_eq "a Broker-minted broker:admin token is an admin credential" "200" \
   "$(curl -sS -o /dev/null -w '%{http_code}' -H "authorization: Bearer $OPS_TOKEN" "$BROKER_URL/v1/identities")"
 t_match "policy apply --server with a Broker-minted broker:admin token" "unchanged identity deploy" \
   "$("$BROKER_BIN" policy apply --server "$BROKER_URL" --token "$OPS_TOKEN" "$WORK/policies/deploy.identity.json" 2>&1)"
-DEPLOY_TOKEN=$(exchange "$(GOOD)" | cut -d' ' -f2- | jq -r .access_token)
+RO_TOKEN=$(exchange "$(GOOD --sub repo:acme/ops:ref:refs/heads/main)" --data-urlencode scope=broker:introspect | cut -d' ' -f2- | jq -r .access_token)
 t_eq "a valid Broker token without broker:admin gets 403" "403" \
+  "$(curl -sS -o /dev/null -w '%{http_code}' -H "authorization: Bearer $RO_TOKEN" "$BROKER_URL/v1/identities")"
+DEPLOY_TOKEN=$(exchange "$(GOOD)" | cut -d' ' -f2- | jq -r .access_token)
+t_eq "a Broker token minted for another audience is not an admin credential (401)" "401" \
   "$(curl -sS -o /dev/null -w '%{http_code}' -H "authorization: Bearer $DEPLOY_TOKEN" "$BROKER_URL/v1/identities")"
 [ "${OPS_TOKEN: -1}" = A ] && last=B || last=A
 t_eq "a tampered Broker token gets 401" "401" \
