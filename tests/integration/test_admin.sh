@@ -16,26 +16,10 @@ export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$ROOT/tests/lsan.supp:print_sup
 # shellcheck source-path=SCRIPTDIR source=lib/env.sh
 . "$ROOT/tests/integration/lib/env.sh"
 PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  issuer_stop "$WORK/issuer"
-  wait 2>/dev/null
-  pg_stop "$WORK/pg" >/dev/null 2>&1
-  if [ "${KEEP_WORK:-0}" = 1 ] || [ "$T_FAIL" -gt 0 ]; then echo "# work dir kept: $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
+trap env_cleanup EXIT
 
 # ---------------------------------------------------------------- environment
-pg_start "$WORK/pg" >/dev/null || { echo "cannot start PostgreSQL"; exit 1; }
-export BROKER_SQL_DIR="$ROOT/sql" BROKER_KEYS_DIR="$WORK/keys" BROKER_THREADS=2
-"$BROKER_BIN" migrate >/dev/null || { echo "migrate failed"; exit 1; }
-"$BROKER_BIN" keys generate >/dev/null || { echo "keys generate failed"; exit 1; }
-issuer_start "$WORK/issuer" || { echo "cannot start the test issuer"; exit 1; }
-ISS="$WORK/issuer"
-mkdir -p "$WORK/policies"
-cat >"$WORK/policies/test.issuer.json" <<JSON
-{"issuer": "test", "url": "$ISSUER_URL", "ca_file": "$ISS/ca.pem", "algorithms": ["RS256"], "leeway": "30s"}
-JSON
+env_up || exit 1
 cat >"$WORK/policies/deploy.identity.json" <<'JSON'
 {"identity": "deploy", "scopes": ["secrets:read:demo"], "audiences": ["https://secrets.example.com"],
  "trust": [{"name": "main-branch", "issuer": "test", "subject": {"equals": "repo:acme/demo:ref:refs/heads/main"}}]}

@@ -86,3 +86,28 @@ jwt_part() { # TOKEN INDEX
   while [ $((${#p} % 4)) -ne 0 ]; do p="$p="; done
   base64 -d <<<"$p" 2>/dev/null
 }
+
+# The common set-up of a self-contained suite: PostgreSQL, the schema, a signing key, the test
+# issuer ($ISS, $ISSUER_URL) and its issuer document "test" in $WORK/policies. 0 or 1 (printed).
+env_up() {
+  pg_start "$WORK/pg" >/dev/null || { echo "cannot start PostgreSQL"; return 1; }
+  export BROKER_SQL_DIR="$ROOT/sql" BROKER_KEYS_DIR="$WORK/keys" BROKER_THREADS=2
+  "$BROKER_BIN" migrate >/dev/null || { echo "migrate failed"; return 1; }
+  "$BROKER_BIN" keys generate >/dev/null || { echo "keys generate failed"; return 1; }
+  issuer_start "$WORK/issuer" || { echo "cannot start the test issuer"; return 1; }
+  ISS="$WORK/issuer"
+  mkdir -p "$WORK/policies"
+  cat >"$WORK/policies/test.issuer.json" <<JSON
+{"issuer": "test", "url": "$ISSUER_URL", "ca_file": "$ISS/ca.pem", "algorithms": ["RS256"], "leeway": "30s"}
+JSON
+}
+
+# Its tear-down (an EXIT trap): the processes in PIDS, the issuer, PostgreSQL; WORK is kept when a
+# test failed (or KEEP_WORK=1).
+env_cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  issuer_stop "$WORK/issuer"
+  wait 2>/dev/null
+  pg_stop "$WORK/pg" >/dev/null 2>&1
+  if [ "${KEEP_WORK:-0}" = 1 ] || [ "${T_FAIL:-0}" -gt 0 ]; then echo "# work dir kept: $WORK"; else rm -rf "$WORK"; fi
+}
