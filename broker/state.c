@@ -11,7 +11,8 @@
 #include "log.h"
 #include "store.h"
 
-#define POLICY_CHECK_MS 250 /* a change reaches every replica well within 1 s */
+#define POLICY_CHECK_MS 1000 /* consistency check while LISTENing: heals a missed NOTIFY within 1 s */
+#define POLICY_POLL_MS 250   /* without a LISTEN connection: poll the generation this often */
 #define KEYS_CHECK_S 10
 
 struct keyring_ref {
@@ -199,9 +200,25 @@ static void *reloader(void *arg)
                 log_msg(LOG_ERROR, "keys_reload_failed", "reason=\"%s\"", err);
             keys_at = time(NULL);
         }
+        /* LISTEN again each round (cheap, and a reconnected session has lost it): a NOTIFY from
+         * any replica or `policy apply` wakes us at once */
+        if (st != NULL && store_listen(st) == BROKER_OK) {
+            for (int slice = 0; slice < POLICY_CHECK_MS / POLICY_POLL_MS; slice++) {
+                bool notified = false;
+                if (store_wait_notify(st, POLICY_POLL_MS, &notified) != BROKER_OK || notified)
+                    break;
+                pthread_mutex_lock(&mu);
+                bool wake = kicked || atomic_load(&stop_flag);
+                kicked = false;
+                pthread_mutex_unlock(&mu);
+                if (wake)
+                    break;
+            }
+            continue;
+        }
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += (long)POLICY_CHECK_MS * 1000000L;
+        ts.tv_nsec += (long)POLICY_POLL_MS * 1000000L;
         ts.tv_sec += ts.tv_nsec / 1000000000L;
         ts.tv_nsec %= 1000000000L;
         pthread_mutex_lock(&mu);

@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -647,6 +648,47 @@ enum broker_err store_replica_heartbeat(struct store *st, const char *id, unsign
     if (!ok)
         return BROKER_ERR_DB;
     *live = (unsigned)(others + 1);
+    return BROKER_OK;
+}
+
+enum broker_err store_listen(struct store *st)
+{
+    if (store_ready(st) != BROKER_OK)
+        return BROKER_ERR_DB;
+    PGresult *res = store_exec(st, "listen", "LISTEN broker_policy", 0, NULL, NULL, NULL, PGRES_COMMAND_OK);
+    bool ok = res != NULL;
+    PQclear(res);
+    return ok ? BROKER_OK : BROKER_ERR_DB;
+}
+
+enum broker_err store_wait_notify(struct store *st, int timeout_ms, bool *notified)
+{
+    *notified = false;
+    if (store_ready(st) != BROKER_OK)
+        return BROKER_ERR_DB;
+    PGnotify *n;
+    /* notifications that arrived during earlier queries are already buffered */
+    while ((n = PQnotifies(st->conn)) != NULL) {
+        *notified = true;
+        PQfreemem(n);
+    }
+    if (*notified)
+        return BROKER_OK;
+    struct pollfd pfd = {.fd = PQsocket(st->conn), .events = POLLIN};
+    if (pfd.fd < 0)
+        return BROKER_ERR_DB;
+    int r = poll(&pfd, 1, timeout_ms);
+    if (r < 0 && errno != EINTR)
+        return BROKER_ERR_DB;
+    if (r > 0 && PQconsumeInput(st->conn) != 1) {
+        store_fail(st, "listen", NULL);
+        st->broken = true;
+        return BROKER_ERR_DB;
+    }
+    while ((n = PQnotifies(st->conn)) != NULL) {
+        *notified = true;
+        PQfreemem(n);
+    }
     return BROKER_OK;
 }
 

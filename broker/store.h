@@ -58,6 +58,10 @@ enum broker_err store_load_documents_gen(struct store *st, json_t **issuers, jso
 /* Record this replica as live (id: unique per process) and count the live replicas (seen in the
  * last 5 s, this one included). */
 enum broker_err store_replica_heartbeat(struct store *st, const char *id, unsigned *live) BROKER_WUR;
+/* LISTEN broker_policy on this connection (every document change NOTIFYs it). */
+enum broker_err store_listen(struct store *st) BROKER_WUR;
+/* Wait up to timeout_ms for notifications; *notified when any arrived (all are consumed). */
+enum broker_err store_wait_notify(struct store *st, int timeout_ms, bool *notified) BROKER_WUR;
 /* policy_state.generation: bumped by every committed document change. */
 enum broker_err store_policy_generation(struct store *st, int64_t *generation) BROKER_WUR;
 /* Upsert documents in one transaction (and with prune, delete the rest); appends

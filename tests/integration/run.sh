@@ -421,6 +421,7 @@ suite() { # NAME CMD...: a whole sub-suite counts as one result here; its own li
 suite "store and audit writer against PostgreSQL" "$ROOT/tests/integration/test_store.sh" "$ITEST_DIR/test_store"
 suite "issuer key cache against a live HTTPS issuer" env TEST_ISSUERS_BIN="$ITEST_DIR/test_issuers" "$ROOT/tests/integration/test_issuers.sh"
 suite "admin API (identities, issuers, ETags, audit listing, replicas)" env BROKER_BIN="$BROKER_BIN" "$ROOT/tests/integration/test_admin.sh"
+suite "three replicas: propagation within 1 s, revocation everywhere, restart mid-change" env BROKER_BIN="$BROKER_BIN" "$ROOT/tests/integration/test_replicas.sh"
 suite "broker exchange / broker run against fake CI and cloud metadata endpoints" env BROKER_BIN="$BROKER_BIN" "$ROOT/tests/integration/test_client.sh"
 suite "broker policy test (explain) with the real GitHub tokens" env BROKER_BIN="$BROKER_BIN" "$ROOT/tests/integration/test_cli_explain.sh"
 
