@@ -655,10 +655,7 @@ enum broker_err store_listen(struct store *st)
 {
     if (store_ready(st) != BROKER_OK)
         return BROKER_ERR_DB;
-    PGresult *res = store_exec(st, "listen", "LISTEN broker_policy", 0, NULL, NULL, NULL, PGRES_COMMAND_OK);
-    bool ok = res != NULL;
-    PQclear(res);
-    return ok ? BROKER_OK : BROKER_ERR_DB;
+    return store_cmd(st, "listen", "LISTEN broker_policy", 0, NULL);
 }
 
 enum broker_err store_wait_notify(struct store *st, int timeout_ms, bool *notified)
