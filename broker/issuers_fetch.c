@@ -10,6 +10,10 @@
 #include "jwt.h"
 
 #define ISSUERS_FETCH_CONNECT_TIMEOUT_MS 2000
+#define ISSUERS_FETCH_MAX_CONNECT_TO 16
+
+/* BROKER_FETCH_CONNECT_TO, as libcurl's CURLOPT_CONNECT_TO list; set before the fetchers start. */
+static struct curl_slist *fetch_connect_to;
 
 static const char *const result_names[ISSUERS_FETCH__COUNT] = {
     [ISSUERS_FETCH_OK] = "ok",
@@ -62,6 +66,78 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
     return cancel != NULL && atomic_load_explicit(cancel, memory_order_relaxed) ? 1 : 0;
 }
 
+static bool is_port(const char *p, size_t n)
+{
+    if (n == 0 || n > 5)
+        return false;
+    unsigned v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+        v = v * 10 + (unsigned)(p[i] - '0');
+    }
+    return v >= 1 && v <= 65535;
+}
+
+static bool is_host(const char *p, size_t n)
+{
+    if (n == 0 || n > 253)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z') || (p[i] >= '0' && p[i] <= '9') ||
+              p[i] == '.' || p[i] == '-'))
+            return false;
+    return true;
+}
+
+/* One "HOST:PORT:CONNECT_HOST:CONNECT_PORT" entry: four non-empty fields, names and ports only. */
+static bool connect_to_entry_ok(const char *e, size_t n)
+{
+    const char *f[4];
+    size_t fl[4], k = 0, start = 0;
+    for (size_t i = 0; i <= n && k < 4; i++)
+        if (i == n || e[i] == ':') {
+            f[k] = e + start, fl[k] = i - start, k++;
+            start = i + 1;
+            if (i == n)
+                break;
+        }
+    return k == 4 && start == n + 1 && is_host(f[0], fl[0]) && is_port(f[1], fl[1]) && is_host(f[2], fl[2]) &&
+           is_port(f[3], fl[3]);
+}
+
+enum broker_err issuers_fetch_connect_to(const char *spec, char *err, size_t errlen)
+{
+    struct curl_slist *list = NULL;
+    size_t count = 0;
+    for (const char *p = spec; p != NULL && *p;) {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        char entry[600];
+        if (n >= sizeof(entry) || !connect_to_entry_ok(p, n) || ++count > ISSUERS_FETCH_MAX_CONNECT_TO) {
+            snprintf(err, errlen,
+                     "BROKER_FETCH_CONNECT_TO: expected up to %d comma-separated HOST:PORT:CONNECT_HOST:CONNECT_PORT "
+                     "entries",
+                     ISSUERS_FETCH_MAX_CONNECT_TO);
+            curl_slist_free_all(list);
+            return BROKER_ERR_CONFIG;
+        }
+        memcpy(entry, p, n);
+        entry[n] = '\0';
+        struct curl_slist *l = curl_slist_append(list, entry);
+        if (l == NULL) {
+            snprintf(err, errlen, "BROKER_FETCH_CONNECT_TO: out of memory");
+            curl_slist_free_all(list);
+            return BROKER_ERR_NOMEM;
+        }
+        list = l;
+        p = end ? end + 1 : p + n;
+    }
+    curl_slist_free_all(fetch_connect_to);
+    fetch_connect_to = list;
+    return BROKER_OK;
+}
+
 /* One handle per fetch: discovery and JWKS on the same host reuse the connection. */
 static CURL *easy_new(const char *ca_file, struct body *b, const atomic_bool *cancel)
 {
@@ -84,7 +160,8 @@ static CURL *easy_new(const char *ca_file, struct body *b, const atomic_bool *ca
         curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress) ||
         curl_easy_setopt(h, CURLOPT_XFERINFODATA, cancel) ||
         curl_easy_setopt(h, CURLOPT_USERAGENT, "broker") ||
-        (ca_file != NULL && curl_easy_setopt(h, CURLOPT_CAINFO, ca_file))) {
+        (ca_file != NULL && curl_easy_setopt(h, CURLOPT_CAINFO, ca_file)) ||
+        (fetch_connect_to != NULL && curl_easy_setopt(h, CURLOPT_CONNECT_TO, fetch_connect_to))) {
         curl_easy_cleanup(h);
         return NULL;
     }

@@ -4,6 +4,7 @@
 #define BROKER_ISSUERS_FETCH_H
 #include <stdatomic.h>
 #include <stdint.h>
+#include "err.h"
 #include "jwks.h"
 
 enum issuers_fetch_result {
@@ -28,6 +29,13 @@ struct issuers_fetch_out {
     const char *stage;                        /* "setup", "discovery" or "jwks": where it stopped */
     long status;                              /* HTTP status of the last response, 0 without one */
 };
+
+/* BROKER_FETCH_CONNECT_TO: "HOST:PORT:CONNECT_HOST:CONNECT_PORT[,...]" (libcurl's CONNECT_TO) sends
+ * fetches for HOST:PORT to another address — an egress proxy-less mirror, a private endpoint, or
+ * tests that serve a platform's real issuer name from 127.0.0.1. TLS is still verified against
+ * HOST, so it cannot weaken what a key set is trusted for. NULL or "" clears it. Call before
+ * issuers_start and after issuers_stop only. */
+enum broker_err issuers_fetch_connect_to(const char *spec, char *err, size_t errlen) BROKER_WUR;
 
 /* Metric label and log reason ("ok", "tls", "timeout", ...). */
 const char *issuers_fetch_result_name(enum issuers_fetch_result r);

@@ -15,6 +15,7 @@
 #include "exchange.h"
 #include "http.h"
 #include "issuers.h"
+#include "issuers_fetch.h"
 #include "keys.h"
 #include "log.h"
 #include "policy.h"
@@ -89,6 +90,10 @@ static int cmd_serve(int argc, char **argv)
     admin_init(cfg.issuer);
     if (wellknown_init(cfg.issuer) != BROKER_OK)
         goto out;
+    if (issuers_fetch_connect_to(getenv("BROKER_FETCH_CONNECT_TO"), err, sizeof(err)) != BROKER_OK) {
+        fprintf(stderr, "serve: %s\n", err);
+        goto out;
+    }
     if (issuers_start() != BROKER_OK) {
         fprintf(stderr, "serve: cannot start the issuer key fetcher\n");
         goto out;
@@ -115,6 +120,7 @@ out:
         state_stop();
     if (issuers_on)
         issuers_stop();
+    (void)issuers_fetch_connect_to(NULL, err, sizeof(err)); /* frees the list */
     return rc;
 }
 
