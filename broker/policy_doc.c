@@ -8,8 +8,8 @@
 #include "jwt.h"
 #include "policy.h"
 #include "policy_cond.h"
+#include "policy_preset.h"
 
-#define DOC_MAX_TEXT 1024       /* description, url, audience */
 #define DOC_MAX_PATH 4096       /* jwks_file, ca_file */
 #define DOC_SCOPE_BUF 2048      /* struct policy_result.scope */
 
@@ -60,10 +60,7 @@ static bool doc_scope_ok(const char *s, size_t len)
     return true;
 }
 
-enum doc_str { DOC_STR_NAME, DOC_STR_TEXT };
-
-/* A required, non-empty string field without NUL bytes, copied into *out. */
-static enum broker_err doc_string(const json_t *v, const char *path, enum doc_str kind, size_t max, char **out,
+enum broker_err policy_doc_string(const json_t *v, const char *path, enum policy_doc_str kind, size_t max, char **out,
                                   char *err, size_t errlen)
 {
     enum broker_err rc = BROKER_OK;
@@ -79,9 +76,9 @@ static enum broker_err doc_string(const json_t *v, const char *path, enum doc_st
         DOC_FAIL("%s: contains a NUL byte", path);
     if (len > max)
         DOC_FAIL("%s: longer than %zu bytes", path, max);
-    if (kind == DOC_STR_NAME && !doc_name_ok(s, len))
+    if (kind == POLICY_DOC_STR_NAME && !doc_name_ok(s, len))
         DOC_FAIL("%s: \"%s\" is not a valid name ([A-Za-z0-9._-], 1..%d characters)", path, s, BROKER_MAX_NAME_LEN);
-    if (kind == DOC_STR_TEXT && !doc_text_ok(s, len))
+    if (kind == POLICY_DOC_STR_TEXT && !doc_text_ok(s, len))
         DOC_FAIL("%s: contains control characters", path);
     *out = doc_strndup(s, len);
     if (!*out)
@@ -187,8 +184,7 @@ done:
     return rc;
 }
 
-/* https://authority[/path][?query]; no userinfo, no fragment, printable ASCII only. */
-static bool doc_https_url(const char *s, size_t len, bool allow_query)
+bool policy_doc_https_url(const char *s, size_t len, bool allow_query)
 {
     static const char scheme[] = "https://";
     size_t i = sizeof(scheme) - 1;
@@ -245,7 +241,7 @@ static enum broker_err doc_strv(const json_t *arr, const char *path, enum doc_li
     for (size_t i = 0; i < n; i++) {
         const json_t *e = json_array_get(arr, i);
         snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
-        DOC_TRY(doc_string(e, sub, DOC_STR_TEXT, DOC_MAX_TEXT, &v[i], err, errlen));
+        DOC_TRY(policy_doc_string(e, sub, POLICY_DOC_STR_TEXT, POLICY_DOC_MAX_TEXT, &v[i], err, errlen));
         got = i + 1;
         if (kind == DOC_LIST_SCOPES && !doc_scope_ok(v[i], strlen(v[i])))
             DOC_FAIL("%s: \"%s\" is not a valid scope (no spaces, quotes or backslashes)", sub, v[i]);
@@ -317,194 +313,6 @@ done:
     return rc;
 }
 
-#define GITHUB_ACTIONS_URL "https://token.actions.githubusercontent.com"
-#define DOC_PRESET_NAMES "github-actions, gitlab, google, aws-eks, aws-outbound, kubernetes"
-
-enum doc_preset_kind { PRESET_GITHUB, PRESET_GITLAB, PRESET_GOOGLE, PRESET_EKS, PRESET_AWS_OUTBOUND, PRESET_K8S };
-
-/* Each preset: its default iss (NULL: "url" is required) and the algorithms the platform signs with. */
-static const struct {
-    const char *name;
-    enum doc_preset_kind kind;
-    const char *url;
-    uint32_t algs;
-} doc_presets[] = {
-    {"github-actions", PRESET_GITHUB, GITHUB_ACTIONS_URL, JWT_ALG_BIT(JWT_ALG_RS256)},
-    {"gitlab", PRESET_GITLAB, "https://gitlab.com", JWT_ALG_BIT(JWT_ALG_RS256)},
-    {"google", PRESET_GOOGLE, "https://accounts.google.com", JWT_ALG_BIT(JWT_ALG_RS256)},
-    {"aws-eks", PRESET_EKS, NULL, JWT_ALG_BIT(JWT_ALG_RS256)},
-    {"aws-outbound", PRESET_AWS_OUTBOUND, NULL, JWT_ALG_BIT(JWT_ALG_RS256) | JWT_ALG_BIT(JWT_ALG_ES384)},
-    {"kubernetes", PRESET_K8S, NULL, JWT_ALG_BIT(JWT_ALG_RS256) | JWT_ALG_BIT(JWT_ALG_ES256)},
-};
-
-static bool doc_is_lower_alnum(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
-
-/* Consumes a literal prefix; false when s does not start with it. */
-static bool doc_eat(const char **s, const char *lit)
-{
-    size_t n = strlen(lit);
-    if (strncmp(*s, lit, n) != 0)
-        return false;
-    *s += n;
-    return true;
-}
-
-/* https://oidc.eks.<region>.amazonaws.com/id/<ID>: region like "eu-west-1", ID upper-case hex/alnum. */
-static bool doc_eks_url(const char *s)
-{
-    size_t n = 0;
-    if (!doc_eat(&s, "https://oidc.eks."))
-        return false;
-    while (doc_is_lower_alnum(s[n]) || s[n] == '-')
-        n++;
-    if (n == 0 || n > 32 || s[0] == '-' || s[n - 1] == '-')
-        return false;
-    s += n;
-    if (!doc_eat(&s, ".amazonaws.com/id/"))
-        return false;
-    for (n = 0; (s[n] >= 'A' && s[n] <= 'Z') || (s[n] >= '0' && s[n] <= '9'); n++)
-        ;
-    return n >= 1 && n <= 64 && s[n] == 0;
-}
-
-/* https://<id>.tokens.sts.global.api.aws: the account's issuer. AWS documents <id> as a UUID but shows
- * other shapes in samples, so accept one lower-case DNS label (never a dot: no other domain can pass). */
-static bool doc_aws_outbound_url(const char *s)
-{
-    size_t n = 0;
-    if (!doc_eat(&s, "https://"))
-        return false;
-    while (doc_is_lower_alnum(s[n]) || s[n] == '-')
-        n++;
-    if (n == 0 || n > 63 || s[0] == '-' || s[n - 1] == '-')
-        return false;
-    return strcmp(s + n, ".tokens.sts.global.api.aws") == 0;
-}
-
-static enum broker_err doc_set_url(char **dst, const char *url)
-{
-    *dst = doc_strndup(url, strlen(url));
-    return *dst ? BROKER_OK : BROKER_ERR_NOMEM;
-}
-
-static enum broker_err doc_preset_github(const json_t *doc, struct issuer_cfg *out, char *err, size_t errlen)
-{
-    enum broker_err rc = BROKER_OK;
-    const json_t *enterprise = json_object_get(doc, "enterprise");
-    const json_t *ghes = json_object_get(doc, "ghes_host");
-    char *tmp = NULL;
-
-    if (enterprise && ghes)
-        DOC_FAIL("enterprise: cannot be combined with ghes_host");
-    if (!out->url) {
-        char url[DOC_MAX_TEXT + 64];
-        if (enterprise) {
-            DOC_TRY(doc_string(enterprise, "enterprise", DOC_STR_NAME, BROKER_MAX_NAME_LEN, &tmp, err, errlen));
-            snprintf(url, sizeof(url), GITHUB_ACTIONS_URL "/%s", tmp);
-        } else if (ghes) {
-            DOC_TRY(doc_string(ghes, "ghes_host", DOC_STR_TEXT, 253, &tmp, err, errlen));
-            snprintf(url, sizeof(url), "https://%s/_services/token", tmp);
-        } else {
-            snprintf(url, sizeof(url), "%s", GITHUB_ACTIONS_URL);
-        }
-        if (!doc_https_url(url, strlen(url), false))
-            DOC_FAIL("ghes_host: not a valid host name");
-        rc = doc_set_url(&out->url, url);
-    } else if (enterprise || ghes) {
-        DOC_FAIL("%s: cannot be combined with an explicit url", enterprise ? "enterprise" : "ghes_host");
-    }
-done:
-    free(tmp);
-    return rc;
-}
-
-/* The API server serves its keys at <iss>/openid/v1/jwks (usually behind authentication, hence
- * ca_file and bearer_token_file); its discovery document is often not reachable at all. */
-static enum broker_err doc_preset_kubernetes(struct issuer_cfg *out)
-{
-    enum broker_err rc = BROKER_OK;
-    char uri[DOC_MAX_TEXT + 32];
-    size_t len = strlen(out->url);
-
-    if (out->jwks_inline || out->jwks_file || out->jwks_uri)
-        goto done;
-    if (len > 0 && out->url[len - 1] == '/')
-        len--;
-    snprintf(uri, sizeof(uri), "%.*s/openid/v1/jwks", (int)len, out->url);
-    /* a non-https iss needs static keys; the generic url check reports it */
-    if (!doc_https_url(uri, strlen(uri), true))
-        goto done;
-    rc = doc_set_url(&out->jwks_uri, uri);
-done:
-    return rc;
-}
-
-/* Fills what a preset implies, unless the document spells it out (fields beside a preset override it):
- * url, algorithms (when "algorithms" is absent) and how keys are found. */
-static enum broker_err doc_preset(const json_t *doc, struct issuer_cfg *out, char *err, size_t errlen)
-{
-    enum broker_err rc = BROKER_OK;
-    const json_t *preset = json_object_get(doc, "preset");
-    const json_t *enterprise = json_object_get(doc, "enterprise");
-    const json_t *ghes = json_object_get(doc, "ghes_host");
-    size_t k;
-
-    if (!preset) {
-        if (enterprise || ghes)
-            DOC_FAIL("%s: only meaningful with \"preset\": \"github-actions\"",
-                     enterprise ? "enterprise" : "ghes_host");
-        goto done;
-    }
-    if (!json_is_string(preset))
-        DOC_FAIL("preset: must be a string");
-    for (k = 0; k < sizeof(doc_presets) / sizeof(doc_presets[0]); k++)
-        if (strlen(doc_presets[k].name) == json_string_length(preset) &&
-            strcmp(json_string_value(preset), doc_presets[k].name) == 0)
-            break;
-    if (k == sizeof(doc_presets) / sizeof(doc_presets[0])) {
-        char shown[40];
-        snprintf(shown, sizeof(shown), "%s", json_string_value(preset));
-        DOC_FAIL("preset: \"%s\" is not supported (supported: " DOC_PRESET_NAMES ")", shown);
-    }
-    if (doc_presets[k].kind != PRESET_GITHUB && (enterprise || ghes))
-        DOC_FAIL("%s: only meaningful with \"preset\": \"github-actions\"", enterprise ? "enterprise" : "ghes_host");
-    if (!json_object_get(doc, "algorithms"))
-        out->algs = doc_presets[k].algs;
-
-    switch (doc_presets[k].kind) {
-    case PRESET_GITHUB:
-        DOC_TRY(doc_preset_github(doc, out, err, errlen));
-        break;
-    case PRESET_GITLAB:
-    case PRESET_GOOGLE:
-        if (!out->url)
-            DOC_TRY(doc_set_url(&out->url, doc_presets[k].url));
-        break;
-    case PRESET_EKS:
-        if (!out->url)
-            DOC_FAIL("url: required with preset aws-eks (https://oidc.eks.<region>.amazonaws.com/id/<ID>)");
-        if (!doc_eks_url(out->url))
-            DOC_FAIL("url: not an EKS cluster issuer (https://oidc.eks.<region>.amazonaws.com/id/<ID>)");
-        break;
-    case PRESET_AWS_OUTBOUND:
-        if (!out->url)
-            DOC_FAIL("url: required with preset aws-outbound (https://<uuid>.tokens.sts.global.api.aws)");
-        if (!doc_aws_outbound_url(out->url))
-            DOC_FAIL("url: not an AWS outbound identity federation issuer (https://<uuid>.tokens.sts.global.api.aws)");
-        break;
-    case PRESET_K8S:
-        if (!out->url)
-            DOC_FAIL("url: required with preset kubernetes (the API server's service-account issuer)");
-        DOC_TRY(doc_preset_kubernetes(out));
-        break;
-    }
-done:
-    return rc;
-}
-
 enum broker_err policy_issuer_parse(const json_t *doc, struct issuer_cfg *out, char *err, size_t errlen)
 {
     static const char *const known[] = {"issuer", "url", "jwks_uri", "jwks", "jwks_file", "ca_file", "algorithms",
@@ -518,14 +326,15 @@ enum broker_err policy_issuer_parse(const json_t *doc, struct issuer_cfg *out, c
     if (!json_is_object(doc))
         DOC_FAIL("document: must be a JSON object");
     DOC_TRY(doc_known_fields(doc, "", known, err, errlen));
-    DOC_TRY(doc_string(json_object_get(doc, "issuer"), "issuer", DOC_STR_NAME, BROKER_MAX_NAME_LEN, &out->name, err,
-                       errlen));
+    DOC_TRY(policy_doc_string(json_object_get(doc, "issuer"), "issuer", POLICY_DOC_STR_NAME, BROKER_MAX_NAME_LEN,
+                              &out->name, err, errlen));
 
     if ((v = json_object_get(doc, "url")))
-        DOC_TRY(doc_string(v, "url", DOC_STR_TEXT, DOC_MAX_TEXT, &out->url, err, errlen));
+        DOC_TRY(policy_doc_string(v, "url", POLICY_DOC_STR_TEXT, POLICY_DOC_MAX_TEXT, &out->url, err, errlen));
     if ((v = json_object_get(doc, "jwks_uri"))) {
-        DOC_TRY(doc_string(v, "jwks_uri", DOC_STR_TEXT, DOC_MAX_TEXT, &out->jwks_uri, err, errlen));
-        if (!doc_https_url(out->jwks_uri, strlen(out->jwks_uri), true))
+        DOC_TRY(policy_doc_string(v, "jwks_uri", POLICY_DOC_STR_TEXT, POLICY_DOC_MAX_TEXT, &out->jwks_uri, err,
+                                  errlen));
+        if (!policy_doc_https_url(out->jwks_uri, strlen(out->jwks_uri), true))
             DOC_FAIL("jwks_uri: must be an https:// URL");
     }
     if ((v = json_object_get(doc, "jwks"))) {
@@ -543,11 +352,12 @@ enum broker_err policy_issuer_parse(const json_t *doc, struct issuer_cfg *out, c
             DOC_FAIL("jwks: larger than %d bytes", BROKER_MAX_JWKS_BYTES);
     }
     if ((v = json_object_get(doc, "jwks_file")))
-        DOC_TRY(doc_string(v, "jwks_file", DOC_STR_TEXT, DOC_MAX_PATH, &out->jwks_file, err, errlen));
+        DOC_TRY(policy_doc_string(v, "jwks_file", POLICY_DOC_STR_TEXT, DOC_MAX_PATH, &out->jwks_file, err, errlen));
     if ((v = json_object_get(doc, "ca_file")))
-        DOC_TRY(doc_string(v, "ca_file", DOC_STR_TEXT, DOC_MAX_PATH, &out->ca_file, err, errlen));
+        DOC_TRY(policy_doc_string(v, "ca_file", POLICY_DOC_STR_TEXT, DOC_MAX_PATH, &out->ca_file, err, errlen));
     if ((v = json_object_get(doc, "bearer_token_file")))
-        DOC_TRY(doc_string(v, "bearer_token_file", DOC_STR_TEXT, DOC_MAX_PATH, &out->bearer_token_file, err, errlen));
+        DOC_TRY(policy_doc_string(v, "bearer_token_file", POLICY_DOC_STR_TEXT, DOC_MAX_PATH, &out->bearer_token_file,
+                                  err, errlen));
     if (out->bearer_token_file && (out->jwks_inline || out->jwks_file))
         DOC_FAIL("bearer_token_file: only used to fetch keys, cannot be combined with jwks or jwks_file");
     if (out->jwks_inline && out->jwks_file)
@@ -555,11 +365,11 @@ enum broker_err policy_issuer_parse(const json_t *doc, struct issuer_cfg *out, c
     if (out->jwks_uri && (out->jwks_inline || out->jwks_file))
         DOC_FAIL("jwks_uri: cannot be combined with static keys (jwks or jwks_file)");
 
-    DOC_TRY(doc_preset(doc, out, err, errlen));
+    DOC_TRY(policy_preset_apply(doc, out, err, errlen));
     if (!out->url)
         DOC_FAIL("url: required (the exact \"iss\" of the issuer's tokens)");
     /* keys fetched over the network need an https issuer; static keys allow any iss string */
-    if (!out->jwks_inline && !out->jwks_file && !doc_https_url(out->url, strlen(out->url), false))
+    if (!out->jwks_inline && !out->jwks_file && !policy_doc_https_url(out->url, strlen(out->url), false))
         DOC_FAIL("url: must be an https:// URL without query or fragment (or give static keys with jwks or "
                  "jwks_file)");
 
@@ -726,7 +536,7 @@ static enum broker_err doc_mappings(const json_t *obj, const char *path, struct 
             goto done;
         }
         snprintf(sub, sizeof(sub), "%s.claim_mappings.%s", path, key);
-        DOC_TRY(doc_string(v, sub, DOC_STR_NAME, BROKER_MAX_NAME_LEN, &m->to, err, errlen));
+        DOC_TRY(policy_doc_string(v, sub, POLICY_DOC_STR_NAME, BROKER_MAX_NAME_LEN, &m->to, err, errlen));
         for (size_t j = 0; j + 1 < tp->nmappings; j++)
             if (strcmp(tp->mappings[j].to, m->to) == 0)
                 DOC_FAIL("%s: target \"%s\" is used twice", sub, m->to);
@@ -750,13 +560,14 @@ static enum broker_err doc_trust(const json_t *doc, size_t idx, const struct ide
         DOC_FAIL("%s: must be an object", path);
     DOC_TRY(doc_known_fields(doc, path, known, err, errlen));
     snprintf(sub, sizeof(sub), "%s.name", path);
-    DOC_TRY(doc_string(json_object_get(doc, "name"), sub, DOC_STR_NAME, BROKER_MAX_NAME_LEN, &tp->name, err, errlen));
+    DOC_TRY(policy_doc_string(json_object_get(doc, "name"), sub, POLICY_DOC_STR_NAME, BROKER_MAX_NAME_LEN, &tp->name,
+                              err, errlen));
     snprintf(sub, sizeof(sub), "%s.issuer", path);
-    DOC_TRY(doc_string(json_object_get(doc, "issuer"), sub, DOC_STR_NAME, BROKER_MAX_NAME_LEN, &tp->issuer, err,
-                       errlen));
+    DOC_TRY(policy_doc_string(json_object_get(doc, "issuer"), sub, POLICY_DOC_STR_NAME, BROKER_MAX_NAME_LEN,
+                              &tp->issuer, err, errlen));
     if ((v = json_object_get(doc, "audience"))) {
         snprintf(sub, sizeof(sub), "%s.audience", path);
-        DOC_TRY(doc_string(v, sub, DOC_STR_TEXT, DOC_MAX_TEXT, &tp->audience, err, errlen));
+        DOC_TRY(policy_doc_string(v, sub, POLICY_DOC_STR_TEXT, POLICY_DOC_MAX_TEXT, &tp->audience, err, errlen));
     }
     if ((v = json_object_get(doc, "subject"))) {
         tp->subject = calloc(1, sizeof(*tp->subject));
@@ -814,10 +625,11 @@ enum broker_err policy_identity_parse(const json_t *doc, struct identity *out, c
     if (!json_is_object(doc))
         DOC_FAIL("document: must be a JSON object");
     DOC_TRY(doc_known_fields(doc, "", known, err, errlen));
-    DOC_TRY(doc_string(json_object_get(doc, "identity"), "identity", DOC_STR_NAME, BROKER_MAX_NAME_LEN, &out->name,
-                       err, errlen));
+    DOC_TRY(policy_doc_string(json_object_get(doc, "identity"), "identity", POLICY_DOC_STR_NAME, BROKER_MAX_NAME_LEN,
+                              &out->name, err, errlen));
     if ((v = json_object_get(doc, "description")))
-        DOC_TRY(doc_string(v, "description", DOC_STR_TEXT, DOC_MAX_TEXT, &out->description, err, errlen));
+        DOC_TRY(policy_doc_string(v, "description", POLICY_DOC_STR_TEXT, POLICY_DOC_MAX_TEXT, &out->description, err,
+                                  errlen));
 
     if (!(v = json_object_get(doc, "scopes")))
         DOC_FAIL("scopes: required (an array of the scopes this identity may be granted)");
