@@ -8,23 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "lint.h"
-#include "policy.h"
+#include "lint_int.h"
 #include "policy_cond.h"
 
-#define LINT_GITHUB_URL "https://token.actions.githubusercontent.com"
-
-enum lint_iss { ISS_UNKNOWN, ISS_OTHER, ISS_GITHUB, ISS_GITLAB };
 enum lint_role { ROLE_NONE, ROLE_SUBJECT, ROLE_WHOLE, ROLE_WORKFLOW };
-
-struct lint_ctx {
-    struct lint_report *out;
-    const json_t *issuers;
-    enum lint_doc kind;
-    size_t index;
-    const char *identity, *policy, *issuer;
-    enum broker_err rc;   /* sticky: the first allocation failure */
-};
 
 /* ---- report ---- */
 
@@ -73,8 +60,7 @@ static void lint_copy(char *dst, size_t cap, const char *src)
     dst[i] = 0;
 }
 
-/* A new finding in the current document/identity/policy; NULL (and rc set) when out of memory. */
-static struct lint_finding *lint_new(struct lint_ctx *c, enum lint_level level, const char *rule)
+struct lint_finding *lint_new(struct lint_ctx *c, enum lint_level level, const char *rule)
 {
     struct lint_report *r = c->out;
     if (r->n == r->cap) {
@@ -99,7 +85,7 @@ static struct lint_finding *lint_new(struct lint_ctx *c, enum lint_level level, 
     return f;
 }
 
-__attribute__((format(printf, 3, 4))) static void lint_text(char *dst, size_t cap, const char *fmt, ...)
+void lint_text(char *dst, size_t cap, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -132,22 +118,6 @@ static const json_t *lint_find_issuer(const json_t *issuers, const char *name)
     return NULL;
 }
 
-static enum lint_iss lint_issuer_kind(const json_t *doc)
-{
-    const char *preset = json_string_value(json_object_get(doc, "preset"));
-    const char *url = json_string_value(json_object_get(doc, "url"));
-    size_t gh = strlen(LINT_GITHUB_URL);
-    if (preset && strcmp(preset, "github-actions") == 0)
-        return ISS_GITHUB;
-    if (preset && strcmp(preset, "gitlab") == 0)
-        return ISS_GITLAB;
-    if (url && strncmp(url, LINT_GITHUB_URL, gh) == 0 && (url[gh] == 0 || url[gh] == '/'))
-        return ISS_GITHUB;
-    if (url && (strcmp(url, "https://gitlab.com") == 0 || strcmp(url, "https://gitlab.com/") == 0))
-        return ISS_GITLAB;
-    return ISS_OTHER;
-}
-
 /* No subject and no claim condition (a malformed "claims" is the validator's finding, not this). */
 static bool lint_unbound(const json_t *tp)
 {
@@ -163,7 +133,7 @@ static const char *lint_claim_base(const char *claim)
     return claim;
 }
 
-static bool lint_in(const char *s, const char *const *list)
+bool lint_in(const char *s, const char *const *list)
 {
     for (; *list; list++)
         if (strcmp(s, *list) == 0)
@@ -174,11 +144,6 @@ static bool lint_in(const char *s, const char *const *list)
 static const char *const lint_whole_names[] = {"repository", "repository_owner", "project_path", "namespace_path",
                                                NULL};
 static const char *const lint_ref_names[] = {"job_workflow_ref", "workflow_ref", NULL};
-static const char *const lint_gh_names[] = {"repository", "repository_owner", "job_workflow_ref", "workflow_ref",
-                                            NULL};
-static const char *const lint_gh_ids[] = {"repository_id", "repository_owner_id", NULL};
-static const char *const lint_gl_names[] = {"project_path", "namespace_path", "ci_config_ref_uri", NULL};
-static const char *const lint_gl_ids[] = {"project_id", "namespace_id", NULL};
 
 /* ---- patterns as atoms ---- */
 
@@ -626,82 +591,7 @@ static void lint_name_cond(struct lint_ctx *c, const char *what, const struct co
         lint_regex(c, what, cd->value, role);
 }
 
-/* The GitHub subject can be customised to carry ids ("repository_owner_id:42:repository_id:99:..."):
- * every value must hold one, spelled out in digits. */
-static bool lint_id_in(const char *v)
-{
-    static const char *const keys[] = {"repository_id:", "repository_owner_id:"};
-    for (size_t k = 0; k < 2; k++) {
-        const char *p = strstr(v, keys[k]);
-        size_t d = p ? strspn(p + strlen(keys[k]), "0123456789") : 0;
-        if (d > 0 && (p[strlen(keys[k]) + d] == ':' || p[strlen(keys[k]) + d] == 0))
-            return true;
-    }
-    return false;
-}
-
-static bool lint_sub_has_ids(const struct cond *cd)
-{
-    if (cd->op == COND_IN) {
-        for (size_t i = 0; i < cd->nlist; i++)
-            if (!lint_id_in(cd->list[i]))
-                return false;
-        return cd->nlist > 0;
-    }
-    return cd->op != COND_NOT && lint_id_in(cd->value);
-}
-
 /* ---- one trust policy ---- */
-
-/* A scope that is not read-only: mentions write, admin, deploy or delete, or is a wildcard. */
-static bool lint_scope_privileged(const char *s)
-{
-    static const char *const words[] = {"write", "admin", "deploy", "delete", NULL};
-    if (strchr(s, '*'))
-        return true;
-    for (size_t i = 0; words[i]; i++)
-        if (strcasestr(s, words[i]))
-            return true;
-    return false;
-}
-
-static void lint_audience(struct lint_ctx *c, const char *aud)
-{
-    static const char *const k8s[] = {"https://kubernetes.default.svc", "kubernetes.default.svc",
-                                      "https://kubernetes.default.svc.cluster.local",
-                                      "kubernetes.default.svc.cluster.local", NULL};
-    const char *gh = "https://github.com/", *why = NULL, *fix = NULL;
-    size_t ghl = strlen(gh), rest = strlen(aud) > ghl ? strcspn(aud + ghl, "/") : 0;
-    if (strncmp(aud, gh, ghl) == 0 && rest > 0 && (aud[ghl + rest] == 0 || strcmp(aud + ghl + rest, "/") == 0)) {
-        why = "is the audience GitHub Actions gives every token of that owner's workflows when none is requested";
-        fix = "have the workflow request a token for this broker (core.getIDToken(AUD) / "
-              "ACTIONS_ID_TOKEN_REQUEST_URL&audience=AUD) and set \"audience\" to AUD, or omit it to require "
-              "BROKER_ISSUER";
-    } else if (strcmp(aud, "sts.amazonaws.com") == 0) {
-        why = "is the audience workflows request for AWS (configure-aws-credentials), so tokens minted for AWS "
-              "would be accepted here";
-        fix = "use an audience unique to this broker (omit \"audience\" to require BROKER_ISSUER) and request "
-              "tokens for it";
-    } else if (lint_in(aud, k8s)) {
-        why = "is the Kubernetes API server's default audience: every token a pod shows the API server (or any "
-              "service that accepts such tokens) would be accepted here";
-        fix = "mount a projected service-account token with audience BROKER_ISSUER (serviceAccountToken.audience) "
-              "and omit \"audience\" (or set it to that value)";
-    }
-    if (!why)
-        return;
-    struct lint_finding *f = lint_new(c, LINT_ERROR, "shared-default-audience");
-    if (f) {
-        lint_text(f->message, sizeof(f->message), "audience \"%s\" %s", aud, why);
-        lint_text(f->fix, sizeof(f->fix), "%s", fix);
-    }
-}
-
-/* What a policy binds, for the GitHub/GitLab identity rules. */
-struct lint_binds {
-    const char *name;     /* first claim bound by name, or NULL */
-    bool pinned;          /* an id claim with equals/in */
-};
 
 static void lint_condition(struct lint_ctx *c, const json_t *v, const char *claim, const json_t *scopes,
                            enum lint_iss iss, struct lint_binds *b)
@@ -715,7 +605,6 @@ static void lint_condition(struct lint_ctx *c, const json_t *v, const char *clai
         c->rc = rc;
     if (rc != BROKER_OK)
         return; /* the validator reports it (invalid-document) */
-    bool positive = cd.op != COND_NOT, exact = cd.op == COND_EQUALS || cd.op == COND_IN;
     snprintf(what, sizeof(what), "%s%s", is_sub ? "" : "claim ", is_sub ? "subject (sub)" : claim);
 
     enum lint_role role = is_sub                             ? ROLE_SUBJECT
@@ -723,49 +612,7 @@ static void lint_condition(struct lint_ctx *c, const json_t *v, const char *clai
                           : lint_in(base, lint_ref_names)   ? ROLE_WORKFLOW
                                                              : ROLE_NONE;
     lint_name_cond(c, what, &cd, role);
-
-    const char *const *names = iss == ISS_GITHUB ? lint_gh_names : lint_gl_names;
-    const char *const *ids = iss == ISS_GITHUB ? lint_gh_ids : lint_gl_ids;
-    if (positive && (iss == ISS_GITHUB || iss == ISS_GITLAB)) {
-        if (exact && lint_in(base, ids))
-            b->pinned = true;
-        else if (is_sub && iss == ISS_GITHUB && lint_sub_has_ids(&cd))
-            b->pinned = true;
-        else if ((is_sub || lint_in(base, names)) && !b->name)
-            b->name = is_sub ? "sub" : base;
-    }
-
-    if (!is_sub && strcmp(base, "event_name") == 0) {
-        static const char *const events[] = {"pull_request_target", "workflow_run"};
-        char admitted[64] = "";
-        for (size_t i = 0; i < 2; i++) {
-            json_t *ev = json_string(events[i]);
-            if (!ev) {
-                c->rc = BROKER_ERR_NOMEM;
-                break;
-            }
-            if (policy_cond_eval(&cd, ev))
-                snprintf(admitted + strlen(admitted), sizeof(admitted) - strlen(admitted), "%s%s",
-                         admitted[0] ? " and " : "", events[i]);
-            json_decref(ev);
-        }
-        const char *priv = NULL;
-        size_t i;
-        const json_t *s;
-        json_array_foreach (scopes, i, s)
-            if (!priv && json_is_string(s) && lint_scope_privileged(json_string_value(s)))
-                priv = json_string_value(s);
-        struct lint_finding *f = admitted[0] ? lint_new(c, priv ? LINT_ERROR : LINT_WARNING, "privileged-event") : NULL;
-        if (f) {
-            lint_text(f->message, sizeof(f->message),
-                      "event_name admits %s: such workflows run with the base repository's secrets and token while "
-                      "acting on a pull request or run an outside contributor controls%s%s%s", admitted, priv ? "; the policy grants \"" : "",
-                      priv ? priv : "", priv ? "\"" : " (the granted scopes are read-only)");
-            lint_text(f->fix, sizeof(f->fix),
-                      "allow only trusted events, e.g. {\"in\": [\"push\", \"workflow_dispatch\"]}; serve "
-                      "pull_request_target/workflow_run jobs from a separate read-only identity");
-        }
-    }
+    lint_platform_cond(c, iss, base, is_sub, &cd, scopes, b);
     policy_cond_clear(&cd);
 }
 
@@ -786,9 +633,6 @@ static void lint_policy(struct lint_ctx *c, const json_t *id, const json_t *tp, 
     snprintf(pname, sizeof(pname), "trust[%zu]", idx);
     c->policy = name ? name : pname;
     c->issuer = iname ? iname : "";
-    char idesc[BROKER_MAX_NAME_LEN + 32];
-    snprintf(idesc, sizeof(idesc), "%s (issuer \"%s\")", iss == ISS_GITHUB ? "GitHub Actions" : "GitLab",
-             iname ? iname : "?");
 
     if (iname && !idoc && (f = lint_new(c, LINT_ERROR, "invalid-document"))) {
         lint_text(f->message, sizeof(f->message), "trust[%zu].issuer: no issuer document named \"%s\"", idx, iname);
@@ -817,7 +661,7 @@ static void lint_policy(struct lint_ctx *c, const json_t *id, const json_t *tp, 
     }
     v = json_object_get(tp, "audience");
     if (json_is_string(v))
-        lint_audience(c, json_string_value(v));
+        lint_platform_audience(c, json_string_value(v));
 
     const json_t *granted = json_is_array(pscopes) ? pscopes : idscopes;
     if (subject)
@@ -826,25 +670,8 @@ static void lint_policy(struct lint_ctx *c, const json_t *id, const json_t *tp, 
     json_object_foreach ((json_t *)(json_is_object(claims) ? claims : NULL), key, v)
         lint_condition(c, v, key, granted, iss, &binds);
 
-    if ((iss == ISS_GITHUB || iss == ISS_GITLAB) && !binds.pinned && !lint_unbound(tp)) {
-        const char *idname = iss == ISS_GITHUB ? "repository_id" : "project_id";
-        const char *owner = iss == ISS_GITHUB ? "repository_owner_id" : "namespace_id";
-        if (binds.name && (f = lint_new(c, LINT_ERROR, "mutable-name-without-id"))) {
-            lint_text(f->message, sizeof(f->message),
-                      "trusts %s by name (%s) without pinning %s or %s: after a rename, transfer or deletion "
-                      "someone else can own that name", idesc, binds.name, idname, owner);
-            lint_text(f->fix, sizeof(f->fix),
-                      "add \"claims\": {\"%s\": {\"equals\": \"ID\"}} with the numeric id (from the API, or "
-                      "the claims of a token from that %s)", idname, iss == ISS_GITHUB ? "repository" : "project");
-        } else if (!binds.name && (f = lint_new(c, LINT_ERROR, "unscoped-public-issuer"))) {
-            lint_text(f->message, sizeof(f->message),
-                      "binds no repository or owner (no sub, %s, %s or name claim): any workload on the shared "
-                      "issuer %s can use this identity", idname, owner, idesc);
-            lint_text(f->fix, sizeof(f->fix),
-                      "bind \"subject\" to the exact workload and pin \"%s\" (and/or \"%s\") with \"equals\"",
-                      idname, owner);
-        }
-    }
+    if (!lint_unbound(tp))
+        lint_platform_policy(c, iss, iname, &binds);
     c->policy = c->issuer = ""; /* pname is about to go out of scope */
 }
 
