@@ -56,4 +56,11 @@
 
 #define BROKER_MAX_FORM_NAME 64           /* one decoded form or JSON parameter name */
 
+/* Issuer fetches (appended; see issuers_fetch.c) */
+#define BROKER_JWKS_MIN_REFRESH_S 60       /* Cache-Control max-age (or no-cache/no-store) never refreshes sooner */
+#define BROKER_JWKS_MAX_REFRESH_S 21600    /* ... nor later: a key the issuer removed stops verifying within 6 h */
+#define BROKER_MAX_FETCH_HEADER_BYTES 65536 /* all response header lines of one fetch request */
+#define BROKER_MAX_CACHE_CONTROL_LEN 1024  /* combined Cache-Control value; longer: ignored (default refresh) */
+#define BROKER_MAX_BEARER_FILE_BYTES 16384 /* bearer_token_file, read at each fetch */
+
 #endif

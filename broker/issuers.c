@@ -42,6 +42,7 @@ struct issuer_entry {
     char *url;
     char *jwks_uri;            /* NULL: discovery */
     char *ca_file;             /* NULL: system store */
+    char *bearer_token_file;   /* NULL: none; read by each fetch */
     bool is_static;
     bool in_flight;
     bool removed;              /* dropped by a sync while its fetch ran; freed by the fetcher */
@@ -49,6 +50,7 @@ struct issuer_entry {
     uint64_t gen;              /* bumped when the fetch source changes: older results are discarded */
     struct issuer_keys *keys;
     int64_t due_ms;            /* monotonic time of the next fetch */
+    int64_t refresh_s;         /* periodic refresh chosen at the last success (Cache-Control); 0 before */
     int64_t backoff_ms;        /* 0 after a success */
     int64_t last_refetch_ms;   /* last unknown-kid refetch, for the cool-down */
     bool refetched;
@@ -156,6 +158,7 @@ static void entry_free(struct issuer_entry *e)
     free(e->url);
     free(e->jwks_uri);
     free(e->ca_file);
+    free(e->bearer_token_file);
     issuer_keys_unref(e->keys);
     free(e);
 }
@@ -301,6 +304,7 @@ static enum broker_err entry_prepare(const struct issuer_cfg *c, struct issuer_e
     n->url = dup_or_null(c->url != NULL ? c->url : "", &fail);
     n->jwks_uri = dup_or_null(c->jwks_uri, &fail);
     n->ca_file = dup_or_null(c->ca_file, &fail);
+    n->bearer_token_file = dup_or_null(c->bearer_token_file, &fail);
     if (fail)
         goto out;
     n->is_static = c->jwks_inline != NULL || c->jwks_file != NULL;
@@ -378,11 +382,16 @@ enum broker_err issuers_sync(const struct policy_set *set, char *err, size_t err
             SWAP_PTR(old->keys, f->keys);
             old->due_ms = now;
             old->backoff_ms = 0;
+        } else if (!streq_null(old->bearer_token_file, f->bearer_token_file)) {
+            /* same keys, another credential: keep them, but try it now (it may fix failures) */
+            old->due_ms = now;
+            old->backoff_ms = 0;
         }
         old->is_static = f->is_static;
         SWAP_PTR(old->name, f->name);
         SWAP_PTR(old->jwks_uri, f->jwks_uri);
         SWAP_PTR(old->ca_file, f->ca_file);
+        SWAP_PTR(old->bearer_token_file, f->bearer_token_file);
         old->kept = true;
         f->next = trash;
         trash = f;
@@ -424,7 +433,7 @@ out:
 /* ------------------------------------------------------------------ fetching */
 
 struct fetch_job {
-    char *name, *url, *jwks_uri, *ca_file;
+    char *name, *url, *jwks_uri, *ca_file, *bearer_token_file;
     uint64_t gen;
 };
 
@@ -434,13 +443,16 @@ static void job_clear(struct fetch_job *j)
     free(j->url);
     free(j->jwks_uri);
     free(j->ca_file);
+    free(j->bearer_token_file);
     memset(j, 0, sizeof(*j));
 }
 
-/* Record a finished fetch. Caller holds mu. Returns the callbacks to run (after unlocking);
- * *fetched is left holding the key set to drop, *gone an entry to free. */
+/* Record a finished fetch (max_age_s: of the JWKS response). Caller holds mu. Returns the
+ * callbacks to run (after unlocking); *fetched is left holding the key set to drop, *gone an entry
+ * to free. */
 static struct waiter *complete_locked(struct issuer_entry *e, const struct fetch_job *job, enum issuers_fetch_result r,
-                                      struct issuer_keys **fetched, bool *changed, struct issuer_entry **gone)
+                                      int64_t max_age_s, struct issuer_keys **fetched, bool *changed,
+                                      struct issuer_entry **gone)
 {
     struct waiter *w = NULL;
     *changed = false;
@@ -468,7 +480,10 @@ static struct waiter *complete_locked(struct issuer_entry *e, const struct fetch
         *changed = e->keys == NULL || memcmp(e->keys->digest, (*fetched)->digest, sizeof(e->keys->digest)) != 0;
         SWAP_PTR(e->keys, *fetched);
         e->backoff_ms = 0;
-        e->due_ms = now + (int64_t)BROKER_JWKS_REFRESH_S * 1000;
+        /* the issuer says how long its keys stay current, within bounds: sooner would only load
+         * it, later would keep a key it withdrew (an unknown kid refetches early regardless) */
+        e->refresh_s = issuers_fetch_refresh_s(max_age_s);
+        e->due_ms = now + e->refresh_s * 1000;
     } else {
         /* the last good set (if any) keeps serving; retry sooner than the periodic refresh */
         e->backoff_ms = e->backoff_ms == 0 ? ISSUERS_BACKOFF_MIN_MS : e->backoff_ms * 2;
@@ -488,6 +503,7 @@ static void run_one(struct issuer_entry *e)
     job.url = dup_or_null(e->url, &fail);
     job.jwks_uri = dup_or_null(e->jwks_uri, &fail);
     job.ca_file = dup_or_null(e->ca_file, &fail);
+    job.bearer_token_file = dup_or_null(e->bearer_token_file, &fail);
     job.gen = e->gen;
     e->in_flight = true;
     pthread_mutex_unlock(&mu);
@@ -495,14 +511,20 @@ static void run_one(struct issuer_entry *e)
     struct issuers_fetch_out fo = {.stage = "setup"};
     struct issuer_keys *fetched = NULL;
     enum issuers_fetch_result r = ISSUERS_FETCH_INTERNAL;
-    if (!fail)
-        r = issuers_fetch(job.url, job.jwks_uri, job.ca_file, &aborting, &fo);
+    if (!fail) {
+        const struct issuers_fetch_src src = {.url = job.url,
+                                              .jwks_uri = job.jwks_uri,
+                                              .ca_file = job.ca_file,
+                                              .bearer_token_file = job.bearer_token_file};
+        r = issuers_fetch_from(&src, &aborting, &fo);
+    }
     if (r == ISSUERS_FETCH_OK && (fetched = keys_new(fo.jwks, fo.digest)) == NULL) {
         jwks_free(fo.jwks);
         r = ISSUERS_FETCH_INTERNAL;
     }
     if (r == ISSUERS_FETCH_OK)
-        log_msg(LOG_INFO, "jwks_fetched", "issuer=%s keys=%zu", job.name, fetched->jwks->n);
+        log_msg(LOG_INFO, "jwks_fetched", "issuer=%s keys=%zu max_age=%lld", job.name, fetched->jwks->n,
+                (long long)fo.max_age_s);
     else if (!atomic_load(&aborting))
         log_msg(LOG_WARN, "jwks_fetch_failed", "issuer=%s stage=%s reason=%s status=%ld",
                 job.name != NULL ? job.name : "?", fo.stage, issuers_fetch_result_name(r), fo.status);
@@ -510,7 +532,7 @@ static void run_one(struct issuer_entry *e)
     bool changed = false;
     struct issuer_entry *gone = NULL;
     pthread_mutex_lock(&mu);
-    struct waiter *w = complete_locked(e, &job, r, &fetched, &changed, &gone);
+    struct waiter *w = complete_locked(e, &job, r, fo.max_age_s, &fetched, &changed, &gone);
     pthread_mutex_unlock(&mu);
     waiters_deliver(w, changed);
     issuer_keys_unref(fetched);
@@ -712,6 +734,9 @@ bool issuers_status(const char *url, struct issuer_status *out)
         for (size_t r = ISSUERS_FETCH_OK + 1; r < ISSUERS_FETCH__COUNT; r++)
             out->fetch_failed += e->counts[r];
         out->last_result = e->last_result >= 0 ? issuers_fetch_result_name(e->last_result) : NULL;
+        out->refresh_s = e->refresh_s;
+        if (!e->is_static)
+            out->next_fetch_at = wall_s() + (e->due_ms - now_ms()) / 1000;
     }
     pthread_mutex_unlock(&mu);
     return e != NULL;
@@ -796,6 +821,18 @@ size_t issuers_metrics(char *out, size_t cap)
         int64_t age = wall - e->keys->fetched_at;
         mb_line(&m, "broker_jwks_age_seconds{issuer=\"%s\"} %lld\n", label_escape(e->name, esc, sizeof(esc)),
                 (long long)(age > 0 ? age : 0));
+    }
+    mb_line(&m, "# HELP broker_jwks_next_refresh_seconds Seconds until the issuer's next scheduled key fetch "
+                "(Cache-Control max-age within bounds, or the failure back-off).\n"
+                "# TYPE broker_jwks_next_refresh_seconds gauge\n");
+    int64_t mono = now_ms();
+    for (size_t i = 0; i < nentries; i++) {
+        const struct issuer_entry *e = entries[i];
+        if (e->is_static)
+            continue;
+        int64_t left = e->due_ms - mono;
+        mb_line(&m, "broker_jwks_next_refresh_seconds{issuer=\"%s\"} %lld\n", label_escape(e->name, esc, sizeof(esc)),
+                (long long)(left > 0 ? (left + 999) / 1000 : 0));
     }
     pthread_mutex_unlock(&mu);
     return m.len;

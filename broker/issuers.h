@@ -20,7 +20,8 @@ void issuers_stop(void);
 
 /* Reconcile with a new policy set (from a non-loop thread, after each policy reload): static key
  * sets (inline jwks, jwks_file as JWKS or PEM public key/certificate) are loaded now; fetched
- * issuers are scheduled (an unchanged url/jwks_uri/ca_file keeps its key set and schedule);
+ * issuers are scheduled (an unchanged url/jwks_uri/ca_file keeps its key set and schedule; a
+ * changed bearer_token_file keeps the set and fetches now);
  * removed issuers are dropped. On error nothing changes and err names the issuer. */
 enum broker_err issuers_sync(const struct policy_set *set, char *err, size_t errlen) BROKER_WUR;
 
@@ -39,7 +40,8 @@ void issuer_keys_unref(struct issuer_keys *k);
 bool issuers_refetch(const char *url, void (*cb)(void *arg, bool changed), void *arg);
 
 /* Prometheus text: broker_jwks_fetch_total{issuer,result}, broker_jwks_keys{issuer},
- * broker_jwks_age_seconds{issuer}. Writes whole lines only, NUL-terminated; returns bytes written. */
+ * broker_jwks_age_seconds{issuer}, broker_jwks_next_refresh_seconds{issuer}. Writes whole lines
+ * only, NUL-terminated; returns bytes written. */
 size_t issuers_metrics(char *out, size_t cap);
 
 /* Every registered issuer has a key set (for /readyz). */
@@ -55,6 +57,8 @@ struct issuer_status {
     uint64_t fetch_failed;
     const char *last_result; /* "ok", "tls", "timeout", ... (static string); NULL before any fetch */
     int64_t fetched_at;     /* Unix time of the current key set; 0 without one */
+    int64_t refresh_s;      /* refresh interval from the last good JWKS's Cache-Control, clamped; 0 before */
+    int64_t next_fetch_at;  /* Unix time of the next scheduled fetch (refresh or back-off); 0 if static */
 };
 bool issuers_status(const char *url, struct issuer_status *out);
 

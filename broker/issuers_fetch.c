@@ -1,11 +1,18 @@
 /* One issuer key fetch over HTTPS: every safety rule of the SPEC's "Issuer fetches" paragraph
  * lives here — verified TLS only, no redirects, bounded size and time, discovery "issuer" equal to
- * the registered url. */
+ * the registered url — plus the two inputs a fetch takes from the issuer's side: the bearer
+ * token it presents and the Cache-Control lifetime it reports. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
+#include <unistd.h>
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include "bounds.h"
 #include "issuers_fetch.h"
 #include "jwt.h"
 
@@ -26,6 +33,7 @@ static const char *const result_names[ISSUERS_FETCH__COUNT] = {
     [ISSUERS_FETCH_ISSUER_MISMATCH] = "issuer_mismatch",
     [ISSUERS_FETCH_BAD_JWKS] = "bad_jwks",
     [ISSUERS_FETCH_INTERNAL] = "internal",
+    [ISSUERS_FETCH_CREDENTIALS] = "credentials",
 };
 
 const char *issuers_fetch_result_name(enum issuers_fetch_result r)
@@ -44,7 +52,233 @@ struct body {
     uint8_t *p; /* BROKER_MAX_JWKS_BYTES */
     size_t len;
     bool too_large;
+    size_t header_bytes;                           /* of this request's responses */
+    char cc[BROKER_MAX_CACHE_CONTROL_LEN];        /* Cache-Control field lines joined with "," */
+    size_t cc_len;
+    bool cc_overflow;
 };
+
+static bool ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* Header lines (libcurl caps one at 100 KiB; all of them are capped here). Only Cache-Control is
+ * kept; a new status line (an interim 1xx response) starts over. */
+static size_t on_header(char *data, size_t size, size_t nmemb, void *ud)
+{
+    struct body *b = ud;
+    size_t n = size * nmemb;
+    if (n > BROKER_MAX_FETCH_HEADER_BYTES - b->header_bytes) {
+        b->too_large = true;
+        return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
+    }
+    b->header_bytes += n;
+    if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+        b->cc_len = 0;
+        b->cc_overflow = false;
+        return n;
+    }
+    static const char name[] = "cache-control:";
+    if (n < sizeof(name) - 1 || strncasecmp(data, name, sizeof(name) - 1) != 0)
+        return n;
+    size_t i = sizeof(name) - 1, end = n;
+    while (end > i && (data[end - 1] == '\r' || data[end - 1] == '\n' || ows(data[end - 1])))
+        end--;
+    while (i < end && ows(data[i]))
+        i++;
+    size_t sep = b->cc_len > 0 ? 1 : 0;
+    if (end - i + sep > sizeof(b->cc) - b->cc_len) {
+        b->cc_overflow = true;
+        return n;
+    }
+    if (sep)
+        b->cc[b->cc_len++] = ',';
+    memcpy(b->cc + b->cc_len, data + i, end - i);
+    b->cc_len += end - i;
+    return n;
+}
+
+/* ------------------------------------------------------------------ Cache-Control */
+
+static bool tchar(uint8_t c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+static bool name_is(const uint8_t *p, size_t n, const char *lit)
+{
+    return n == strlen(lit) && strncasecmp((const char *)p, lit, n) == 0;
+}
+
+int64_t issuers_fetch_cache_control(const uint8_t *p, size_t len)
+{
+    int64_t max_age = -1;
+    bool uncached = false, max_age_bad = false;
+    size_t i = 0;
+    for (;;) {
+        while (i < len && (ows((char)p[i]) || p[i] == ','))
+            i++;
+        if (i == len)
+            break;
+        size_t ns = i;
+        while (i < len && tchar(p[i]))
+            i++;
+        if (i == ns)
+            return -1; /* not a directive name: the whole field is malformed */
+        const uint8_t *name = p + ns;
+        size_t nlen = i - ns;
+        const uint8_t *val = NULL;
+        size_t vlen = 0;
+        bool has_val = false;
+        while (i < len && ows((char)p[i]))
+            i++;
+        if (i < len && p[i] == '=') {
+            has_val = true;
+            i++;
+            while (i < len && ows((char)p[i]))
+                i++;
+            if (i < len && p[i] == '"') { /* quoted-string; recipients accept it (§5.2) */
+                size_t vs = ++i;
+                while (i < len && p[i] != '"') {
+                    if (p[i] == '\\' && ++i == len)
+                        return -1;
+                    i++;
+                }
+                if (i == len)
+                    return -1; /* unterminated */
+                val = p + vs, vlen = i - vs;
+                i++;
+            } else {
+                size_t vs = i;
+                while (i < len && tchar(p[i]))
+                    i++;
+                val = p + vs, vlen = i - vs;
+            }
+        }
+        while (i < len && ows((char)p[i]))
+            i++;
+        if (i < len && p[i] != ',')
+            return -1; /* junk after a directive */
+        if ((name_is(name, nlen, "no-store") || name_is(name, nlen, "no-cache")) && !has_val) {
+            /* no-cache="field" only restricts those fields: not about the keys */
+            uncached = true;
+        } else if (name_is(name, nlen, "max-age") && max_age < 0 && !max_age_bad) {
+            /* the first occurrence decides (RFC 9111 §4.2.1); a bad one means no usable max-age */
+            int64_t v = 0;
+            if (vlen == 0)
+                max_age_bad = true;
+            for (size_t k = 0; k < vlen && !max_age_bad; k++) {
+                if (val[k] < '0' || val[k] > '9')
+                    max_age_bad = true;
+                else if (v < ((int64_t)1 << 31))
+                    v = v * 10 + (val[k] - '0');
+            }
+            if (!max_age_bad)
+                max_age = v > ((int64_t)1 << 31) ? ((int64_t)1 << 31) : v;
+        }
+    }
+    return uncached ? 0 : max_age;
+}
+
+int64_t issuers_fetch_refresh_s(int64_t max_age_s)
+{
+    if (max_age_s < 0)
+        return BROKER_JWKS_REFRESH_S;
+    if (max_age_s < BROKER_JWKS_MIN_REFRESH_S)
+        return BROKER_JWKS_MIN_REFRESH_S;
+    return max_age_s > BROKER_JWKS_MAX_REFRESH_S ? BROKER_JWKS_MAX_REFRESH_S : max_age_s;
+}
+
+/* ------------------------------------------------------------------ bearer token */
+
+#define AUTH_PREFIX "Authorization: Bearer "
+
+/* Reads bearer_token_file into a ready header line; trailing whitespace is dropped (files end
+ * with a newline), anything but visible ASCII refused (no header injection, no surprises). */
+static enum issuers_fetch_result bearer_header(const char *path, char **line)
+{
+    enum issuers_fetch_result r = ISSUERS_FETCH_CREDENTIALS;
+    size_t pre = sizeof(AUTH_PREFIX) - 1, cap = pre + BROKER_MAX_BEARER_FILE_BYTES + 1;
+    char *buf = malloc(cap + 1);
+    size_t n = 0;
+    int fd = -1;
+    *line = NULL;
+    if (buf == NULL) {
+        r = ISSUERS_FETCH_INTERNAL;
+        goto out;
+    }
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0)
+        goto out;
+    while (pre + n < cap) {
+        ssize_t k = read(fd, buf + pre + n, cap - pre - n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            goto out;
+        if (k == 0)
+            break;
+        n += (size_t)k;
+    }
+    if (n > BROKER_MAX_BEARER_FILE_BYTES)
+        goto out;
+    while (n > 0 && (buf[pre + n - 1] == '\n' || buf[pre + n - 1] == '\r' || ows(buf[pre + n - 1])))
+        n--;
+    if (n == 0)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)buf[pre + i];
+        if (c <= 0x20 || c >= 0x7f)
+            goto out;
+    }
+    memcpy(buf, AUTH_PREFIX, pre);
+    buf[pre + n] = '\0';
+    *line = buf;
+    buf = NULL;
+    r = ISSUERS_FETCH_OK;
+out:
+    if (buf != NULL) {
+        OPENSSL_cleanse(buf, cap + 1);
+        free(buf);
+    }
+    if (fd >= 0)
+        close(fd);
+    return r;
+}
+
+static void bearer_free(char *line)
+{
+    if (line != NULL) {
+        OPENSSL_cleanse(line, strlen(line));
+        free(line);
+    }
+}
+
+/* "https://AUTHORITY/..." -> AUTHORITY without a default ":443"; false for anything else or
+ * userinfo, which never counts as the same origin. */
+static bool https_authority(const char *u, const char **a, size_t *alen)
+{
+    if (strncasecmp(u, "https://", 8) != 0)
+        return false;
+    const char *s = u + 8;
+    size_t n = strcspn(s, "/?#");
+    if (n == 0 || memchr(s, '@', n) != NULL)
+        return false;
+    if (n > 4 && memcmp(s + n - 4, ":443", 4) == 0)
+        n -= 4;
+    *a = s, *alen = n;
+    return true;
+}
+
+/* A discovered jwks_uri gets the credential only on the issuer's own origin: the discovery
+ * document must not be able to send it elsewhere. */
+static bool same_origin(const char *x, const char *y)
+{
+    const char *a, *b;
+    size_t an, bn;
+    return https_authority(x, &a, &an) && https_authority(y, &b, &bn) && an == bn && strncasecmp(a, b, an) == 0;
+}
 
 static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
 {
@@ -156,6 +390,9 @@ static CURL *easy_new(const char *ca_file, struct body *b, const atomic_bool *ca
         curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)BROKER_MAX_JWKS_BYTES) ||
         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write) ||
         curl_easy_setopt(h, CURLOPT_WRITEDATA, b) ||
+        curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header) ||
+        curl_easy_setopt(h, CURLOPT_HEADERDATA, b) ||
+        curl_easy_setopt(h, CURLOPT_HEADEROPT, (long)CURLHEADER_SEPARATE) || /* never to a proxy */
         curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L) ||
         curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress) ||
         curl_easy_setopt(h, CURLOPT_XFERINFODATA, cancel) ||
@@ -193,8 +430,9 @@ static enum issuers_fetch_result classify(CURLcode c, const struct body *b)
     }
 }
 
-static enum issuers_fetch_result http_get(CURL *h, const char *url, int64_t deadline_ms, struct body *b,
-                                          long *status)
+/* headers: the Authorization line for this request, or NULL. */
+static enum issuers_fetch_result http_get(CURL *h, const char *url, struct curl_slist *headers, int64_t deadline_ms,
+                                          struct body *b, long *status)
 {
     int64_t left = deadline_ms - now_ms();
     *status = 0;
@@ -202,9 +440,12 @@ static enum issuers_fetch_result http_get(CURL *h, const char *url, int64_t dead
         return ISSUERS_FETCH_TIMEOUT;
     b->len = 0;
     b->too_large = false;
+    b->header_bytes = 0;
+    b->cc_len = 0;
+    b->cc_overflow = false;
     long connect = left < ISSUERS_FETCH_CONNECT_TIMEOUT_MS ? (long)left : ISSUERS_FETCH_CONNECT_TIMEOUT_MS;
     if (curl_easy_setopt(h, CURLOPT_URL, url) || curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)left) ||
-        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, connect))
+        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, connect) || curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers))
         return ISSUERS_FETCH_INTERNAL;
     CURLcode c = curl_easy_perform(h);
     if (c != CURLE_OK)
@@ -256,41 +497,54 @@ out:
     return r;
 }
 
-enum issuers_fetch_result issuers_fetch(const char *url, const char *jwks_uri, const char *ca_file,
-                                        const atomic_bool *cancel, struct issuers_fetch_out *out)
+enum issuers_fetch_result issuers_fetch_from(const struct issuers_fetch_src *src, const atomic_bool *cancel,
+                                             struct issuers_fetch_out *out)
 {
     enum issuers_fetch_result r = ISSUERS_FETCH_INTERNAL;
     int64_t deadline = now_ms() + BROKER_JWKS_FETCH_TIMEOUT_MS; /* discovery and JWKS together */
-    struct body b = {.p = malloc(BROKER_MAX_JWKS_BYTES)};
-    char *disc = NULL, *found = NULL;
+    struct body *b = calloc(1, sizeof(*b));
+    char *disc = NULL, *found = NULL, *auth = NULL;
+    struct curl_slist auth_list = {0}; /* on the stack: the token is wiped by bearer_free alone */
     struct jwks *set = NULL;
     CURL *h = NULL;
     memset(out, 0, sizeof(*out));
     out->stage = "setup";
-    if (b.p == NULL || (h = easy_new(ca_file, &b, cancel)) == NULL)
+    out->max_age_s = -1;
+    if (b == NULL || (b->p = malloc(BROKER_MAX_JWKS_BYTES)) == NULL || (h = easy_new(src->ca_file, b, cancel)) == NULL)
         goto out;
-    const char *uri = jwks_uri;
+    if (src->bearer_token_file != NULL) {
+        if ((r = bearer_header(src->bearer_token_file, &auth)) != ISSUERS_FETCH_OK)
+            goto out;
+        auth_list.data = auth;
+    }
+    struct curl_slist *headers = auth != NULL ? &auth_list : NULL;
+    const char *uri = src->jwks_uri;
     if (uri == NULL) {
         out->stage = "discovery";
-        if ((disc = discovery_url(url)) == NULL)
+        if ((disc = discovery_url(src->url)) == NULL) {
+            r = ISSUERS_FETCH_INTERNAL;
             goto out;
-        if ((r = http_get(h, disc, deadline, &b, &out->status)) != ISSUERS_FETCH_OK)
+        }
+        if ((r = http_get(h, disc, headers, deadline, b, &out->status)) != ISSUERS_FETCH_OK)
             goto out;
-        if ((r = parse_discovery(&b, url, &found)) != ISSUERS_FETCH_OK)
+        if ((r = parse_discovery(b, src->url, &found)) != ISSUERS_FETCH_OK)
             goto out;
         uri = found;
+        if (!same_origin(src->url, uri))
+            headers = NULL;
     }
     out->stage = "jwks";
-    if ((r = http_get(h, uri, deadline, &b, &out->status)) != ISSUERS_FETCH_OK)
+    if ((r = http_get(h, uri, headers, deadline, b, &out->status)) != ISSUERS_FETCH_OK)
         goto out;
-    if (jwks_parse(b.p, b.len, 0, &set) != BROKER_OK) {
+    if (jwks_parse(b->p, b->len, 0, &set) != BROKER_OK) {
         r = ISSUERS_FETCH_BAD_JWKS;
         goto out;
     }
-    if (EVP_Digest(b.p, b.len, out->digest, NULL, EVP_sha256(), NULL) != 1) {
+    if (EVP_Digest(b->p, b->len, out->digest, NULL, EVP_sha256(), NULL) != 1) {
         r = ISSUERS_FETCH_INTERNAL;
         goto out;
     }
+    out->max_age_s = b->cc_overflow ? -1 : issuers_fetch_cache_control((const uint8_t *)b->cc, b->cc_len);
     out->jwks = set;
     set = NULL;
     r = ISSUERS_FETCH_OK;
@@ -298,8 +552,18 @@ out:
     jwks_free(set);
     if (h != NULL)
         curl_easy_cleanup(h);
-    free(b.p);
+    bearer_free(auth);
+    if (b != NULL)
+        free(b->p);
+    free(b);
     free(disc);
     free(found);
     return r;
+}
+
+enum issuers_fetch_result issuers_fetch(const char *url, const char *jwks_uri, const char *ca_file,
+                                        const atomic_bool *cancel, struct issuers_fetch_out *out)
+{
+    const struct issuers_fetch_src src = {.url = url, .jwks_uri = jwks_uri, .ca_file = ca_file};
+    return issuers_fetch_from(&src, cancel, out);
 }

@@ -10,6 +10,7 @@
 #include <jansson.h>
 #include "test_util.h"
 #include "issuers.h"
+#include "issuers_fetch.h"
 #include "jwks.h"
 #include "policy.h"
 
@@ -84,6 +85,43 @@ static long served(const char *path)
     long n = (long)json_integer_value(json_object_get(json_object_get(s, "paths"), path));
     json_decref(s);
     return n;
+}
+
+/* ... of which carried an Authorization header. */
+static long authorized(const char *path)
+{
+    json_t *s = issuer_call("/_control/stats", 0);
+    long n = (long)json_integer_value(json_object_get(json_object_get(s, "authorized"), path));
+    json_decref(s);
+    return n;
+}
+
+/* POST /_control/override?tenant=T&<query> (query already URL-encoded; NULL clears). */
+static void override(const char *tenant, const char *query)
+{
+    char path[1024];
+    snprintf(path, sizeof(path), "/_control/override?tenant=%s%s%s", tenant, query ? "&" : "", query ? query : "");
+    ctl(path);
+}
+
+/* Replaces path atomically (as the kubelet swaps a projected token) with len bytes of data. */
+static void write_file(const char *path, const char *data, size_t len)
+{
+    char tmp[1100];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(rename(tmp, path), 0);
+}
+
+static void metrics_has(const char *line)
+{
+    static char m[65536];
+    issuers_metrics(m, sizeof(m));
+    if (strstr(m, line) == NULL)
+        fail_msg("metrics lack \"%s\":\n%s", line, m);
 }
 
 /* ---- building policy sets ---- */
@@ -612,6 +650,108 @@ static void test_stop_answers_pending_callbacks(void **state)
     cb_destroy(&cb);
 }
 
+/* fetched_doc with a bearer_token_file. */
+static json_t *bearer_doc(const char *tenant, const char *file)
+{
+    json_t *d = fetched_doc(tenant, tenant, g_ca);
+    json_object_set_new(d, "bearer_token_file", json_string(file));
+    return d;
+}
+
+static void test_bearer_token_file(void **state)
+{
+    (void)state;
+    char tok[700], big[700], ctrl[700], missing[700], path[256], other_jwks[256], q[512], cfg_jwks[256];
+    snprintf(tok, sizeof(tok), "%s/bear.token", g_dir);
+    snprintf(big, sizeof(big), "%s/bear-big.token", g_dir);
+    snprintf(ctrl, sizeof(ctrl), "%s/bear-ctrl.token", g_dir);
+    snprintf(missing, sizeof(missing), "%s/bear-missing.token", g_dir);
+    write_file(tok, "tokA\n", 5); /* files end with a newline; the header does not */
+    char *pad = malloc(BROKER_MAX_BEARER_FILE_BYTES + 2);
+    assert_non_null(pad);
+    memset(pad, 'a', BROKER_MAX_BEARER_FILE_BYTES + 1);
+    write_file(big, pad, BROKER_MAX_BEARER_FILE_BYTES + 1);
+    free(pad);
+    write_file(ctrl, "tok\x01A\n", 6); /* a control character inside */
+    unlink(missing);
+    for (const char *const *t = (const char *const[]){"bear", "bearnone", "bearbig", "bearctl", "bearmiss", "bearx",
+                                                       "bearcfg", NULL};
+         *t != NULL; t++)
+        override(*t, "require_bearer=tokA");
+    /* a discovery document pointing the JWKS at another origin (localhost vs 127.0.0.1) */
+    snprintf(other_jwks, sizeof(other_jwks), "https://localhost:%s/t/bearx/jwks", getenv("ISSUER_PORT"));
+    snprintf(q, sizeof(q), "require_bearer=tokA&jwks_uri=%s", other_jwks);
+    override("bearx", q);
+    /* a configured jwks_uri is the operator's choice: it gets the token even on another origin */
+    snprintf(cfg_jwks, sizeof(cfg_jwks), "%s/t/bearcfg/jwks", g_base);
+    json_t *cfg = json_pack("{s:s, s:s, s:s, s:s, s:s}", "issuer", "bearcfg", "url", "https://bearcfg.example",
+                            "jwks_uri", cfg_jwks, "ca_file", g_ca, "bearer_token_file", tok);
+    sync_ok(json_pack("[o, o, o, o, o, o, o]", bearer_doc("bear", tok), fetched_doc("bearnone", "bearnone", g_ca),
+                      bearer_doc("bearbig", big), bearer_doc("bearctl", ctrl), bearer_doc("bearmiss", missing),
+                      bearer_doc("bearx", tok), cfg));
+
+    char url[256];
+    snprintf(url, sizeof(url), "%s", url_of("bear")); /* url_of's buffers are reused */
+    wait_keys(url);
+    assert_int_equal(authorized("/t/bear/.well-known/openid-configuration"), 1);
+    assert_int_equal(authorized("/t/bear/jwks"), 1);
+    wait_keys("https://bearcfg.example");
+    assert_int_equal(authorized("/t/bearcfg/jwks"), 1);
+
+    struct issuer_status st = wait_failures(url_of("bearnone"), 1, 6000);
+    assert_string_equal(st.last_result, "http_status"); /* the issuer's 401 */
+    assert_int_equal(authorized("/t/bearnone/.well-known/openid-configuration"), 0);
+    static const char *const cred[] = {"bearbig", "bearctl", "bearmiss"};
+    for (size_t i = 0; i < 3; i++) {
+        st = wait_failures(url_of(cred[i]), 1, 6000);
+        assert_string_equal(st.last_result, "credentials");
+        assert_false(st.has_keys);
+        snprintf(path, sizeof(path), "/t/%s/.well-known/openid-configuration", cred[i]);
+        assert_int_equal(served(path), 0); /* refused before any request */
+    }
+    metrics_has("broker_jwks_fetch_total{issuer=\"bearmiss\",result=\"credentials\"} ");
+    /* the discovered JWKS on another origin is fetched without the token (and so refused here) */
+    st = wait_failures(url_of("bearx"), 1, 6000);
+    assert_string_equal(st.last_result, "http_status");
+    assert_int_equal(authorized("/t/bearx/.well-known/openid-configuration"), 1);
+    assert_int_equal(served("/t/bearx/jwks"), 1);
+    assert_int_equal(authorized("/t/bearx/jwks"), 0);
+
+    /* the file disappears: a credentials failure, the last good set keeps serving */
+    struct issuer_keys *before = issuers_keys_get(url);
+    long disc = served("/t/bear/.well-known/openid-configuration");
+    assert_int_equal(unlink(tok), 0);
+    struct cbstate cb;
+    cb_init(&cb);
+    assert_true(issuers_refetch(url, on_refetched, &cb));
+    cb_wait(&cb, 1, 8000);
+    assert_int_equal(cb.changed, 0);
+    assert_true(issuers_status(url, &st));
+    assert_string_equal(st.last_result, "credentials");
+    struct issuer_keys *after = issuers_keys_get(url);
+    assert_ptr_equal(after, before);
+    issuer_keys_unref(after);
+    issuer_keys_unref(before);
+    assert_int_equal(served("/t/bear/.well-known/openid-configuration"), disc);
+
+    /* rotated: the issuer now wants tokB and the file has it; the back-off retry reads it */
+    override("bear", "require_bearer=tokB");
+    write_file(tok, "tokB \r\n", 7);
+    for (int64_t end = mono_ms() + 8000; mono_ms() < end; usleep(20000)) {
+        assert_true(issuers_status(url, &st));
+        if (st.fetch_ok >= 2)
+            break;
+    }
+    assert_int_equal(st.fetch_ok, 2);
+    assert_string_equal(st.last_result, "ok");
+    assert_int_equal(authorized("/t/bear/jwks"), 2);
+    cb_destroy(&cb);
+    for (const char *const *t = (const char *const[]){"bear", "bearnone", "bearbig", "bearctl", "bearmiss", "bearx",
+                                                       "bearcfg", NULL};
+         *t != NULL; t++)
+        override(*t, NULL);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -650,6 +790,7 @@ int main(void)
         cmocka_unit_test(test_slow_issuer_times_out_within_bound),
         cmocka_unit_test(test_removed_while_fetching),
         cmocka_unit_test(test_stop_answers_pending_callbacks),
+        cmocka_unit_test(test_bearer_token_file),
     };
     return cmocka_run_group_tests_name("issuers", tests, group_setup, group_teardown);
 }

@@ -20,7 +20,8 @@ bin=${TEST_ISSUERS_BIN:-}
 if [ -z "$bin" ]; then
   bin="$WORK/test_issuers"
   srcs="broker/issuers.c broker/issuers_fetch.c broker/jwks.c broker/jwt.c broker/b64.c broker/err.c broker/log.c
-        broker/policy_doc.c broker/policy_eval.c broker/policy_cond.c broker/glob.c broker/cidr.c"
+        broker/policy_doc.c broker/policy_preset.c broker/policy_eval.c broker/policy_cond.c broker/glob.c broker/cidr.c
+        broker/json.c"
   flags="-std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
          -Wformat=2 -Wvla -g -pthread -iquote broker -iquote tests/unit"
   cc=${CC:-cc}

@@ -13,10 +13,16 @@ request, so a test changes behaviour by editing it or through the /_control endp
     POST /_control/delay?ms=N               sleep before answering discovery and JWKS
     POST /_control/publish?kids=k1,k2       the kids served in the JWKS
     POST /_control/override?tenant=T&issuer=..&jwks_uri=..&jwks_pad=N&status=N&redirect=1
+                            &location=URL&jwks_keys=N&cache_control=V&require_bearer=TOK&header_pad=N
                                             per-tenant lies for hostile tests (issuer mismatch,
-                                            http jwks_uri, oversized JWKS, errors, redirects);
+                                            http jwks_uri, oversized JWKS, errors, redirects to this
+                                            host or to URL, N copies of the first published key
+                                            (kids KID-0..), the JWKS's Cache-Control (default
+                                            no-store; "none": no header), 401 on discovery and JWKS
+                                            without "Authorization: Bearer TOK", an N-byte header);
                                             no parameters besides tenant clears them
-    GET  /_control/stats                    {"discovery": n, "jwks": n, "paths": {path: n}}
+    GET  /_control/stats                    {"discovery": n, "jwks": n, "paths": {path: n},
+                                             "authorized": {path: requests with Authorization}}
 
 Tenants: besides the root issuer (https://127.0.0.1:P), every path prefix /t/NAME is an issuer of
 its own (https://127.0.0.1:P/t/NAME) with the same keys, so tests can register many independent
@@ -181,14 +187,16 @@ class Issuer:
         self.dir = d
         self.base = base
         self.lock = threading.Lock()
-        self.stats = {"discovery": 0, "jwks": 0, "paths": {}}
+        self.stats = {"discovery": 0, "jwks": 0, "paths": {}, "authorized": {}}
         self.log = open(os.path.join(d, "issuer.log"), "a", buffering=1)
         self.jwk_cache = {}  # kid -> (mtime, jwk): parsing an RSA key per request is slow
 
-    def count(self, kind, path):
+    def count(self, kind, path, authorized=False):
         with self.lock:
             self.stats[kind] += 1
             self.stats["paths"][path] = self.stats["paths"].get(path, 0) + 1
+            if authorized:
+                self.stats["authorized"][path] = self.stats["authorized"].get(path, 0) + 1
 
     def jwk(self, kid):
         p = key_path(self.dir, kid)
@@ -237,12 +245,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         self.iss.log.write("%s %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), fmt % args))
 
-    def send_json(self, code, obj, extra=None):
+    def send_json(self, code, obj, extra=None, cache_control="no-store"):
         body = (json.dumps(obj) + "\n").encode() if not isinstance(obj, bytes) else obj
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
+        if cache_control != "none":
+            self.send_header("Cache-Control", cache_control)
         for k, v in (extra or {}).items():
             self.send_header(k, v)
         self.end_headers()
@@ -270,16 +279,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
             kind = "jwks"
         else:
             return self.send_json(404, {"error": "not_found"})
-        self.iss.count(kind, u.path)
+        auth = self.headers.get("Authorization")
+        self.iss.count(kind, u.path, auth is not None)
         st = read_state(self.iss.dir)
         if st.get("delay_ms"):
             time.sleep(int(st["delay_ms"]) / 1000.0)
         if st.get("outage"):
             return self.send_json(503, {"error": "outage"})
         ov = st["overrides"].get(tenant, {})
+        if ov.get("require_bearer") and not hmac.compare_digest(
+                (auth or "").encode(), ("Bearer " + ov["require_bearer"]).encode()):
+            return self.send_json(401, {"error": "unauthorized"}, {"WWW-Authenticate": "Bearer"})
         if ov.get("status"):
             return self.send_json(int(ov["status"]), {"error": "override"})
         base = self.iss.base + ("/t/" + tenant if tenant else "")
+        if ov.get("location"):
+            return self.send_json(302, {}, {"Location": ov["location"]})
         if ov.get("redirect"):
             return self.send_json(302, {}, {"Location": self.iss.base + "/t/redirected" + rest})
         if kind == "discovery":
@@ -298,10 +313,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 keys.append(self.iss.jwk(kid))
             except (OSError, ValueError):
                 pass
+        if ov.get("jwks_keys") and keys:
+            keys = [dict(keys[0], kid="%s-%d" % (keys[0]["kid"], i)) for i in range(int(ov["jwks_keys"]))]
         doc = {"keys": keys}
         if ov.get("jwks_pad"):
             doc["padding"] = "x" * int(ov["jwks_pad"])
-        return self.send_json(200, doc)
+        extra = {"X-Pad": "p" * int(ov["header_pad"])} if ov.get("header_pad") else None
+        return self.send_json(200, doc, extra, ov.get("cache_control", "no-store"))
 
     def do_HEAD(self):
         self.do_GET()
