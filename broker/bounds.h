@@ -56,6 +56,13 @@
 
 #define BROKER_MAX_FORM_NAME 64           /* one decoded form or JSON parameter name */
 
+/* Kubernetes TokenReview (tokenreview.c) */
+#define BROKER_TOKEN_REVIEW_TIMEOUT_MS 3000 /* one review, connect included */
+#define BROKER_TOKEN_REVIEW_MAX_RESPONSE 65536
+#define BROKER_TOKEN_REVIEW_MAX_BEARER 16384 /* the bearer_token_file */
+#define BROKER_TOKEN_REVIEW_QUEUE_MAX 256  /* distinct reviews waiting or running; above it: unavailable */
+#define BROKER_TOKEN_REVIEW_CACHE_MAX 4096 /* cached answers (4-way sets, the soonest to expire evicted) */
+
 /* Issuer fetches (appended; see issuers_fetch.c) */
 #define BROKER_JWKS_MIN_REFRESH_S 60       /* Cache-Control max-age (or no-cache/no-store) never refreshes sooner */
 #define BROKER_JWKS_MAX_REFRESH_S 21600    /* ... nor later: a key the issuer removed stops verifying within 6 h */

@@ -40,6 +40,8 @@ static const char *const names[BROKER_ERR__COUNT] = {
     [BROKER_ERR_NOT_READY] = "not_ready",
     [BROKER_ERR_PRECONDITION_FAILED] = "precondition_failed",
     [BROKER_ERR_CONFLICT] = "conflict",
+    [BROKER_ERR_TOKEN_REVIEW_DENIED] = "token_review_denied",
+    [BROKER_ERR_TOKEN_REVIEW_UNAVAILABLE] = "token_review_unavailable",
 };
 
 const char *broker_strerror(enum broker_err e)

@@ -55,6 +55,10 @@ enum broker_err {
     BROKER_ERR_PRECONDITION_FAILED, /* If-Match / If-None-Match does not hold */
     BROKER_ERR_CONFLICT,            /* the change would break a reference (issuer still in use) */
 
+    /* Kubernetes TokenReview (after offline verification) */
+    BROKER_ERR_TOKEN_REVIEW_DENIED,      /* the API server says the token is not authenticated */
+    BROKER_ERR_TOKEN_REVIEW_UNAVAILABLE, /* the review could not be made: denied, fail closed */
+
     BROKER_ERR__COUNT
 };
 

@@ -20,6 +20,7 @@
 #include "mint.h"
 #include "policy.h"
 #include "state.h"
+#include "tokenreview.h"
 #include "verify.h"
 
 #define GT_TOKEN_EXCHANGE "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -63,6 +64,11 @@ static const struct error_map errors[BROKER_ERR__COUNT] = {
     [BROKER_ERR_NOT_READY] = {503, "temporarily_unavailable", "trust policies are not loaded yet"},
     [BROKER_ERR_AUDIT_UNAVAILABLE] = {503, "temporarily_unavailable",
                                       "the audit store cannot record the decision; nothing was issued"},
+    [BROKER_ERR_TOKEN_REVIEW_DENIED] = {400, "invalid_grant",
+                                        "subject_token is no longer valid according to its issuer (TokenReview)"},
+    [BROKER_ERR_TOKEN_REVIEW_UNAVAILABLE] = {503, "temporarily_unavailable",
+                                             "the issuer's TokenReview API cannot confirm the subject_token; "
+                                             "nothing was issued"},
 };
 
 static const struct error_map *error_for(enum broker_err e)
@@ -94,6 +100,7 @@ struct xjob {
     unsigned retry_after_s;       /* for RATE_LIMITED */
     struct jwt jwt;
     bool have_jwt, refetched;
+    enum tokenreview_result review; /* set on the review thread, read after the post */
     struct policy_set *set;
     const struct issuer_cfg *issuer;
     enum broker_err result;
@@ -101,6 +108,7 @@ struct xjob {
     int64_t expires_in;
     size_t minted_len;
     char minted[BROKER_MAX_MINTED_LEN];
+    struct policy_result res;     /* the match, kept while a TokenReview is pending */
 };
 
 /* Jobs are ~12 KiB (token and signature buffers): recycled per loop thread rather than
@@ -304,6 +312,46 @@ static void decide(struct xjob *j, enum broker_err e, char *explanation)
 
 static void on_refetched_loop(struct loop_msg *m);
 static void on_refetched(void *arg, bool changed);
+static void mint_and_decide(struct xjob *j);
+static void on_reviewed(void *arg, enum tokenreview_result r);
+
+/* A TokenReview's answer: mint, or deny with an explanation an admin can act on. */
+static void reviewed(struct xjob *j, enum tokenreview_result tr)
+{
+    if (tr == TOKENREVIEW_AUTHENTICATED) {
+        mint_and_decide(j);
+        return;
+    }
+    enum broker_err e =
+        tr == TOKENREVIEW_REJECTED ? BROKER_ERR_TOKEN_REVIEW_DENIED : BROKER_ERR_TOKEN_REVIEW_UNAVAILABLE;
+    j->audit.rec.identity = dup_str(j->res.identity->name);
+    j->audit.rec.policy = dup_str(j->res.policy->name);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "decision", "denied", "reason", broker_strerror(e),
+                          "stage", "token_review", "token_review", tokenreview_result_name(tr), "identity",
+                          j->res.identity->name, "policy", j->res.policy->name, "note", tokenreview_result_text(tr));
+    char *why = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    decide(j, e, why);
+}
+
+static void on_reviewed_loop(struct loop_msg *m)
+{
+    struct xjob *j = (struct xjob *)m;
+    http_inflight_add(j->loop, -1);
+    if (j->r == NULL) { /* the client went away meanwhile: no decision was made */
+        job_free(j);
+        return;
+    }
+    reviewed(j, j->review);
+}
+
+/* Called on a TokenReview thread. */
+static void on_reviewed(void *arg, enum tokenreview_result r)
+{
+    struct xjob *j = arg;
+    j->review = r;
+    http_post(j->loop, &j->msg);
+}
 
 /* Signature, policy and minting: everything after the request has been parsed. */
 static void evaluate(struct xjob *j)
@@ -339,32 +387,32 @@ static void evaluate(struct xjob *j)
         .peer = (const struct sockaddr *)&j->r->peer,
         .default_audience = self_issuer,
     };
-    struct policy_result res;
-    e = policy_eval(j->set, &in, &res, NULL);
+    struct policy_result *res = &j->res;
+    e = policy_eval(j->set, &in, res, NULL);
     if (e != BROKER_OK) {
         decide(j, e, NULL); /* the audit record gets the full explanation */
         return;
     }
-    if (res.identity->rate_per_minute > 0 &&
-        !idlimit_take(res.identity->name, res.identity->rate_per_minute, res.identity->rate_burst, http_now_us(),
+    if (res->identity->rate_per_minute > 0 &&
+        !idlimit_take(res->identity->name, res->identity->rate_per_minute, res->identity->rate_burst, http_now_us(),
                       &j->retry_after_s)) {
-        j->audit.rec.identity = dup_str(res.identity->name);
-        j->audit.rec.policy = dup_str(res.policy->name);
+        j->audit.rec.identity = dup_str(res->identity->name);
+        j->audit.rec.policy = dup_str(res->policy->name);
         char why[160];
         snprintf(why, sizeof(why), "{\"stage\":\"rate_limit\",\"per_minute\":%u,\"burst\":%u,\"replicas\":%u}",
-                 res.identity->rate_per_minute, res.identity->rate_burst, idlimit_replicas());
+                 res->identity->rate_per_minute, res->identity->rate_burst, idlimit_replicas());
         decide(j, BROKER_ERR_RATE_LIMITED, strdup(why));
         return;
     }
-    if (res.policy->single_use) {
+    if (res->policy->single_use) {
         /* replay protection: the jti is claimed in the audit transaction, across replicas */
         const json_t *jti = json_object_get(j->jwt.claims, "jti");
         int64_t exp = 0;
         bool has_exp = false;
         if (!json_is_string(jti) || json_string_length(jti) == 0 || json_string_length(jti) > BROKER_MAX_CLAIM_LEN ||
             jwt_claim_time(j->jwt.claims, "exp", &has_exp, &exp) != BROKER_OK || !has_exp) {
-            j->audit.rec.identity = dup_str(res.identity->name);
-            j->audit.rec.policy = dup_str(res.policy->name);
+            j->audit.rec.identity = dup_str(res->identity->name);
+            j->audit.rec.policy = dup_str(res->policy->name);
             decide(j, BROKER_ERR_BAD_CLAIM,
                    strdup("{\"decision\":\"denied\",\"reason\":\"bad_claim\","
                           "\"note\":\"a single_use trust policy needs a jti claim\"}"));
@@ -373,48 +421,78 @@ static void evaluate(struct xjob *j)
         j->audit.rec.replay_exp = exp + j->issuer->leeway_s;
     }
 
+    if (j->issuer->token_review_url != NULL) {
+        /* the token verified offline; its cluster must still know it (deleted pods, service accounts) */
+        int64_t exp = 0;
+        bool has_exp = false;
+        enum tokenreview_result tr;
+        if (jwt_claim_time(j->jwt.claims, "exp", &has_exp, &exp) != BROKER_OK || !has_exp)
+            exp = j->now; /* verify_jwt requires exp: unreachable, and then nothing is cached */
+        struct tokenreview_request rq = {
+            .issuer = j->issuer,
+            .audience = res->policy->audience != NULL ? res->policy->audience : self_issuer,
+            .token = j->token,
+            .token_len = j->token_len,
+            .exp = exp,
+        };
+        j->msg.cb = on_reviewed_loop;
+        if (tokenreview_check(&rq, &tr, on_reviewed, j)) {
+            http_inflight_add(j->loop, 1);
+            return;
+        }
+        reviewed(j, tr);
+        return;
+    }
+    mint_and_decide(j);
+}
+
+/* Minting and the issue's audit record, once every check has passed. */
+static void mint_and_decide(struct xjob *j)
+{
+    enum broker_err e;
+    const struct policy_result *res = &j->res;
     struct keyring_ref *kr = state_keys_get();
     const struct signing_key *sk = kr ? state_keys_ring(kr)->active : NULL;
     json_t *ext = NULL;
-    if (res.policy->nmappings > 0) {
+    if (res->policy->nmappings > 0) {
         ext = json_object();
-        for (size_t i = 0; ext != NULL && i < res.policy->nmappings; i++) {
-            const json_t *v = policy_claim_get(j->jwt.claims, res.policy->mappings[i].from);
+        for (size_t i = 0; ext != NULL && i < res->policy->nmappings; i++) {
+            const json_t *v = policy_claim_get(j->jwt.claims, res->policy->mappings[i].from);
             if (v != NULL)
-                json_object_set(ext, res.policy->mappings[i].to, (json_t *)v);
+                json_object_set(ext, res->policy->mappings[i].to, (json_t *)v);
         }
     }
     struct mint_input mi = {
         .issuer = self_issuer,
-        .identity = res.identity->name,
-        .audience = res.audience,
-        .scope = res.scope,
+        .identity = res->identity->name,
+        .audience = res->audience,
+        .scope = res->scope,
         .now = j->now,
-        .ttl_s = res.ttl_s,
+        .ttl_s = res->ttl_s,
         .src_iss = j->jwt.iss,
         .src_sub = json_string_value(json_object_get(j->jwt.claims, "sub")),
-        .src_policy = res.policy->name,
+        .src_policy = res->policy->name,
         .ext = ext,
     };
     char jti[48];
     e = sk ? mint_token(sk, &mi, j->minted, sizeof(j->minted), &j->minted_len, jti) : BROKER_ERR_INTERNAL;
     json_decref(ext);
     state_keys_put(kr);
-    j->audit.rec.identity = dup_str(res.identity->name);
-    j->audit.rec.policy = dup_str(res.policy->name);
-    j->audit.rec.scope = dup_str(res.scope);
-    j->audit.rec.audience = dup_str(res.audience);
+    j->audit.rec.identity = dup_str(res->identity->name);
+    j->audit.rec.policy = dup_str(res->policy->name);
+    j->audit.rec.scope = dup_str(res->scope);
+    j->audit.rec.audience = dup_str(res->audience);
     if (e != BROKER_OK) {
         decide(j, e, NULL);
         return;
     }
     j->audit.rec.token_jti = strdup(jti);
-    snprintf(j->scope, sizeof(j->scope), "%s", res.scope);
-    j->expires_in = res.ttl_s;
+    snprintf(j->scope, sizeof(j->scope), "%s", res->scope);
+    j->expires_in = res->ttl_s;
     /* the explanation of an issue is short: built without a JSON tree (hot path) */
     char ident[2 * BROKER_MAX_NAME_LEN + 8], pol[2 * BROKER_MAX_NAME_LEN + 8], why_buf[5 * BROKER_MAX_NAME_LEN];
-    size_t il = mint_json_escape(res.identity->name, ident, sizeof(ident) - 1);
-    size_t pl = mint_json_escape(res.policy->name, pol, sizeof(pol) - 1);
+    size_t il = mint_json_escape(res->identity->name, ident, sizeof(ident) - 1);
+    size_t pl = mint_json_escape(res->policy->name, pol, sizeof(pol) - 1);
     ident[il] = pol[pl] = '\0';
     snprintf(why_buf, sizeof(why_buf), "{\"stage\":\"policy\",\"reason\":\"ok\",\"identity\":%s,\"policy\":%s}",
              il ? ident : "null", pl ? pol : "null");

@@ -21,6 +21,7 @@
 #include "policy.h"
 #include "state.h"
 #include "store.h"
+#include "tokenreview.h"
 #include "wellknown.h"
 #include "worker.h"
 
@@ -85,7 +86,7 @@ static int cmd_serve(int argc, char **argv)
         return 2;
     }
     int rc = 1;
-    bool audit_on = false, worker_on = false, issuers_on = false, state_on = false;
+    bool audit_on = false, worker_on = false, issuers_on = false, state_on = false, review_on = false;
     exchange_init(cfg.issuer);
     admin_init(cfg.issuer);
     if (wellknown_init(cfg.issuer) != BROKER_OK)
@@ -99,6 +100,11 @@ static int cmd_serve(int argc, char **argv)
         goto out;
     }
     issuers_on = true;
+    if (tokenreview_start() != BROKER_OK) {
+        fprintf(stderr, "serve: cannot start the TokenReview threads\n");
+        goto out;
+    }
+    review_on = true;
     if (state_start(&cfg, err, sizeof(err)) != BROKER_OK) {
         fprintf(stderr, "serve: %s\n", err);
         goto out;
@@ -118,6 +124,8 @@ out:
         worker_stop();
     if (state_on)
         state_stop();
+    if (review_on)
+        tokenreview_stop();
     if (issuers_on)
         issuers_stop();
     (void)issuers_fetch_connect_to(NULL, err, sizeof(err)); /* frees the list */

@@ -81,6 +81,9 @@ struct issuer_cfg {
                                 not used by the fetcher yet */
     uint32_t algs;        /* JWT_ALG_BIT mask; never HMAC; default RS256 */
     int64_t leeway_s;     /* default 60 */
+    char *token_review_url; /* "token_review": the Kubernetes TokenReview endpoint
+                               (<url>/apis/authentication.k8s.io/v1/tokenreviews), or NULL: no review */
+    int64_t token_review_cache_s; /* how long a review's answer is reused: 0..60, default 5 */
     json_t *doc;          /* the validated document, owned */
 };
 

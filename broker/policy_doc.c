@@ -270,6 +270,7 @@ void policy_issuer_clear(struct issuer_cfg *c)
     free(c->jwks_file);
     free(c->ca_file);
     free(c->bearer_token_file);
+    free(c->token_review_url);
     json_decref(c->doc);
     memset(c, 0, sizeof(*c));
 }
@@ -313,10 +314,66 @@ done:
     return rc;
 }
 
+#define DOC_TOKEN_REVIEW_PATH "/apis/authentication.k8s.io/v1/tokenreviews"
+
+/* "token_review": {"url": "https://API-SERVER", "cache_seconds": 5}: after offline verification the
+ * token is also checked with the cluster's TokenReview API, so a deleted pod's token stops working.
+ * url defaults to the issuer's url (the in-cluster API server); the broker authenticates with the
+ * bearer_token_file, which is therefore required. */
+static enum broker_err doc_token_review(const json_t *v, struct issuer_cfg *out, char *err, size_t errlen)
+{
+    static const char *const known[] = {"url", "cache_seconds", NULL};
+    enum broker_err rc = BROKER_OK;
+    const json_t *u, *cs;
+    char *base = NULL;
+
+    if (!json_is_object(v))
+        DOC_FAIL("token_review: must be an object {\"url\": \"https://API-SERVER\", \"cache_seconds\": 5}");
+    DOC_TRY(doc_known_fields(v, "token_review", known, err, errlen));
+    if ((u = json_object_get(v, "url"))) {
+        DOC_TRY(policy_doc_string(u, "token_review.url", POLICY_DOC_STR_TEXT, POLICY_DOC_MAX_TEXT, &base, err,
+                                  errlen));
+        if (!policy_doc_https_url(base, strlen(base), false))
+            DOC_FAIL("token_review.url: must be an https:// URL without query or fragment");
+    } else {
+        if (!policy_doc_https_url(out->url, strlen(out->url), false))
+            DOC_FAIL("token_review.url: required when the issuer's url is not an https:// URL (give the API "
+                     "server, e.g. \"https://kubernetes.default.svc\")");
+        base = strdup(out->url);
+        if (!base) {
+            rc = BROKER_ERR_NOMEM;
+            goto done;
+        }
+    }
+    if (!out->bearer_token_file)
+        DOC_FAIL("token_review: needs bearer_token_file (a token allowed to create tokenreviews, such as the "
+                 "broker's own service-account token with the system:auth-delegator role)");
+    out->token_review_cache_s = 5;
+    if ((cs = json_object_get(v, "cache_seconds"))) {
+        if (!json_is_integer(cs) || json_integer_value(cs) < 0 || json_integer_value(cs) > 60)
+            DOC_FAIL("token_review.cache_seconds: an integer from 0 to 60");
+        out->token_review_cache_s = json_integer_value(cs);
+    }
+    size_t n = strlen(base);
+    while (n > 0 && base[n - 1] == '/')
+        n--;
+    size_t cap = n + sizeof(DOC_TOKEN_REVIEW_PATH);
+    if (!(out->token_review_url = malloc(cap))) {
+        rc = BROKER_ERR_NOMEM;
+        goto done;
+    }
+    memcpy(out->token_review_url, base, n);
+    memcpy(out->token_review_url + n, DOC_TOKEN_REVIEW_PATH, sizeof(DOC_TOKEN_REVIEW_PATH));
+done:
+    free(base);
+    return rc;
+}
+
 enum broker_err policy_issuer_parse(const json_t *doc, struct issuer_cfg *out, char *err, size_t errlen)
 {
     static const char *const known[] = {"issuer", "url", "jwks_uri", "jwks", "jwks_file", "ca_file", "algorithms",
-                                        "leeway", "preset", "enterprise", "ghes_host", "bearer_token_file", NULL};
+                                        "leeway", "preset", "enterprise", "ghes_host", "bearer_token_file",
+                                        "token_review", NULL};
     enum broker_err rc = BROKER_OK;
     const json_t *v;
 
@@ -358,7 +415,8 @@ enum broker_err policy_issuer_parse(const json_t *doc, struct issuer_cfg *out, c
     if ((v = json_object_get(doc, "bearer_token_file")))
         DOC_TRY(policy_doc_string(v, "bearer_token_file", POLICY_DOC_STR_TEXT, DOC_MAX_PATH, &out->bearer_token_file,
                                   err, errlen));
-    if (out->bearer_token_file && (out->jwks_inline || out->jwks_file))
+    /* with static keys the bearer token still authenticates TokenReview calls */
+    if (out->bearer_token_file && (out->jwks_inline || out->jwks_file) && !json_object_get(doc, "token_review"))
         DOC_FAIL("bearer_token_file: only used to fetch keys, cannot be combined with jwks or jwks_file");
     if (out->jwks_inline && out->jwks_file)
         DOC_FAIL("jwks_file: cannot be combined with jwks (give the keys once)");
@@ -380,6 +438,9 @@ enum broker_err policy_issuer_parse(const json_t *doc, struct issuer_cfg *out, c
     out->leeway_s = 60;
     if ((v = json_object_get(doc, "leeway")))
         DOC_TRY(doc_duration(v, "leeway", 0, 300, &out->leeway_s, err, errlen));
+
+    if ((v = json_object_get(doc, "token_review")))
+        DOC_TRY(doc_token_review(v, out, err, errlen));
 
     out->doc = json_deep_copy(doc);
     if (!out->doc)
