@@ -78,7 +78,7 @@ struct issuer_cfg {
     char *jwks_file;      /* path, or NULL */
     char *ca_file;        /* PEM bundle, or NULL: system store */
     char *bearer_token_file; /* sent as Authorization: Bearer when fetching keys (Kubernetes), or NULL;
-                                not used by the fetcher yet */
+                                re-read at each fetch (issuers_fetch.c) */
     uint32_t algs;        /* JWT_ALG_BIT mask; never HMAC; default RS256 */
     int64_t leeway_s;     /* default 60 */
     char *token_review_url; /* "token_review": the Kubernetes TokenReview endpoint
