@@ -11,8 +11,6 @@
 #include "lint_int.h"
 #include "policy_cond.h"
 
-enum lint_role { ROLE_NONE, ROLE_SUBJECT, ROLE_WHOLE, ROLE_WORKFLOW };
-
 /* ---- report ---- */
 
 const char *lint_level_name(enum lint_level level)
@@ -125,14 +123,6 @@ static bool lint_unbound(const json_t *tp)
     return !json_object_get(tp, "subject") && (!claims || (json_is_object(claims) && json_object_size(claims) == 0));
 }
 
-/* "/repository" is the same claim as "repository". */
-static const char *lint_claim_base(const char *claim)
-{
-    if (claim[0] == '/' && !strchr(claim + 1, '/') && !strchr(claim + 1, '~'))
-        return claim + 1;
-    return claim;
-}
-
 bool lint_in(const char *s, const char *const *list)
 {
     for (; *list; list++)
@@ -140,10 +130,6 @@ bool lint_in(const char *s, const char *const *list)
             return true;
     return false;
 }
-
-static const char *const lint_whole_names[] = {"repository", "repository_owner", "project_path", "namespace_path",
-                                               NULL};
-static const char *const lint_ref_names[] = {"job_workflow_ref", "workflow_ref", NULL};
 
 /* ---- patterns as atoms ---- */
 
@@ -391,21 +377,26 @@ static bool rx_is_lit(const struct rx_atom *a, char c)
     return a->kind == RX_LIT && !a->quantified && (c == 0 || a->lit == c);
 }
 
+/* The sequence starts with these literal characters. */
+static bool rx_has_prefix(const struct rx_seq *s, const char *prefix)
+{
+    size_t len = strlen(prefix), m = 0;
+    while (m < len && m < s->n && rx_is_lit(&s->a[m], prefix[m]))
+        m++;
+    return m == len;
+}
+
 /* Atom index where the name part ends (see lint.h). */
 static size_t rx_name_end(const struct rx_seq *s, enum lint_role role)
 {
     static const char *const prefixes[] = {"repo:", "project_path:", "system:serviceaccount:", NULL};
     size_t from = 0, seen = 0;
-    if (role == ROLE_WHOLE)
-        return s->n;
+    if (role == ROLE_WHOLE || role == ROLE_ID || (role == ROLE_SUBJECT && rx_has_prefix(s, "arn:")))
+        return s->n; /* an ARN subject (AWS) is a name from end to end */
     if (role == ROLE_SUBJECT) {
-        for (size_t k = 0; prefixes[k]; k++) {
-            size_t len = strlen(prefixes[k]), m = 0;
-            while (m < len && m < s->n && rx_is_lit(&s->a[m], prefixes[k][m]))
-                m++;
-            if (m == len)
-                from = len;
-        }
+        for (size_t k = 0; prefixes[k]; k++)
+            if (rx_has_prefix(s, prefixes[k]))
+                from = strlen(prefixes[k]);
     }
     for (size_t k = from; k < s->n; k++) {
         if (role == ROLE_SUBJECT && rx_is_lit(&s->a[k], ':'))
@@ -417,11 +408,6 @@ static size_t rx_name_end(const struct rx_seq *s, enum lint_role role)
 }
 
 /* ---- condition rules ---- */
-
-static const char *lint_role_noun(enum lint_role role)
-{
-    return role == ROLE_WHOLE ? "name" : role == ROLE_WORKFLOW ? "OWNER/REPO part" : "name part";
-}
 
 /* "repo:acme/app*" also matches "repo:acme/app-evil": the first wildcard becomes "-evil" (or
  * "evil" after a separator), the others "x". */
@@ -439,22 +425,6 @@ static void lint_glob_example(const char *pat, size_t w, char *buf, size_t cap)
         }
     }
     buf[o] = 0;
-}
-
-/* Where wildcards may go, by the kind of value. */
-static const char *lint_shape(const char *pat, enum lint_role role)
-{
-    if (role == ROLE_WHOLE)
-        return "\"OWNER/REPO\" or \"GROUP/PROJECT\" spelled out";
-    if (role == ROLE_WORKFLOW)
-        return "\"OWNER/REPO/.github/workflows/deploy.yml@*\"";
-    if (strncmp(pat, "project_path:", 13) == 0)
-        return "\"project_path:GROUP/PROJECT:*\"";
-    if (strncmp(pat, "system:serviceaccount:", 22) == 0)
-        return "\"system:serviceaccount:NAMESPACE:*\"";
-    if (strncmp(pat, "repo:", 5) == 0)
-        return "\"repo:OWNER/REPO:*\"";
-    return "after the first ':'";
 }
 
 static void lint_glob(struct lint_ctx *c, const char *what, const char *pat, enum lint_role role)
@@ -479,19 +449,7 @@ static void lint_glob(struct lint_ctx *c, const char *what, const char *pat, enu
               pat[w], w, lint_role_noun(role), example);
     /* a single trailing '*' right after a name: say where the name should have ended */
     bool tail = w + 1 == s.n && end == s.n && w > 0 && pat[w] == '*' && pat[w - 1] != '/' && pat[w - 1] != ':';
-    bool known = ((strncmp(pat, "repo:", 5) == 0 || strncmp(pat, "project_path:", 13) == 0) && memchr(pat, '/', w)) ||
-                 strncmp(pat, "system:serviceaccount:", 22) == 0;
-    if (role == ROLE_SUBJECT && tail && known)
-        lint_text(f->fix, sizeof(f->fix),
-                  "end the name before the wildcard: {\"glob\": \"%.*s:*\"}, or spell the subject out with "
-                  "{\"equals\": ...} or {\"in\": [...]}", (int)w, pat);
-    else if (role == ROLE_WHOLE && tail)
-        lint_text(f->fix, sizeof(f->fix), "use {\"equals\": \"%.*s\"}, or list the names with {\"in\": [...]}",
-                  (int)w, pat);
-    else
-        lint_text(f->fix, sizeof(f->fix),
-                  "spell the %s out and put wildcards only after it (%s), or list the names with {\"in\": [...]}",
-                  lint_role_noun(role), lint_shape(pat, role));
+    lint_platform_glob_fix(f->fix, sizeof(f->fix), pat, w, tail, end == s.n, role);
 done:
     free(s.a);
 }
@@ -591,6 +549,45 @@ static void lint_name_cond(struct lint_ctx *c, const char *what, const struct co
         lint_regex(c, what, cd->value, role);
 }
 
+/* Does the name after prefix end at a ':' with nothing variable before it, in every value (equals,
+ * in) or alternative (glob, regex)? E.g. the namespace of "system:serviceaccount:NS:NAME". */
+static bool lint_spelled_seq(const struct rx_seq *s, const char *prefix)
+{
+    size_t from = strlen(prefix), end = rx_name_end(s, ROLE_SUBJECT);
+    if (!rx_has_prefix(s, prefix) || end <= from || end >= s->n)
+        return false;
+    for (size_t k = from; k < end; k++)
+        if (!rx_is_lit(&s->a[k], 0))
+            return false;
+    return true;
+}
+
+bool lint_name_spelled(struct lint_ctx *c, const struct cond *cd, const char *prefix)
+{
+    bool ok = cd->op == COND_GLOB || cd->op == COND_REGEX || (cd->op == COND_IN && cd->nlist > 0);
+    size_t n = cd->op == COND_IN ? cd->nlist : 1;
+    if (cd->op == COND_EQUALS)
+        ok = true;
+    for (size_t i = 0; ok && i < n; i++) {
+        const char *v = cd->op == COND_IN ? cd->list[i] : cd->value;
+        size_t len = strlen(v);
+        for (size_t b = 0; ok && b <= len;) {
+            size_t e = cd->op == COND_REGEX ? rx_branch_end(v, len, b) : len;
+            struct rx_seq s = {0};
+            /* equals/in values are literal: as a glob without wildcards they are the same atoms */
+            bool built = cd->op == COND_REGEX ? rx_from_regex(v + b, e - b, 0, &s)
+                         : cd->op == COND_GLOB ? rx_from_glob(v, len, &s)
+                                               : rx_from_glob(v, strcspn(v, "*?"), &s);
+            if (!built)
+                c->rc = BROKER_ERR_NOMEM;
+            ok = built && lint_spelled_seq(&s, prefix);
+            free(s.a);
+            b = e + 1;
+        }
+    }
+    return ok;
+}
+
 /* ---- one trust policy ---- */
 
 static void lint_condition(struct lint_ctx *c, const json_t *v, const char *claim, const json_t *scopes,
@@ -599,7 +596,6 @@ static void lint_condition(struct lint_ctx *c, const json_t *v, const char *clai
     struct cond cd;
     char err[256], what[BROKER_MAX_CLAIM_NAME_LEN + 16];
     bool is_sub = claim == NULL;
-    const char *base = is_sub ? "sub" : lint_claim_base(claim);
     enum broker_err rc = policy_cond_parse(v, "condition", &cd, err, sizeof(err));
     if (rc == BROKER_ERR_NOMEM)
         c->rc = rc;
@@ -607,12 +603,9 @@ static void lint_condition(struct lint_ctx *c, const json_t *v, const char *clai
         return; /* the validator reports it (invalid-document) */
     snprintf(what, sizeof(what), "%s%s", is_sub ? "" : "claim ", is_sub ? "subject (sub)" : claim);
 
-    enum lint_role role = is_sub                             ? ROLE_SUBJECT
-                          : lint_in(base, lint_whole_names) ? ROLE_WHOLE
-                          : lint_in(base, lint_ref_names)   ? ROLE_WORKFLOW
-                                                             : ROLE_NONE;
+    enum lint_role role = lint_platform_role(iss, claim);
     lint_name_cond(c, what, &cd, role);
-    lint_platform_cond(c, iss, base, is_sub, &cd, scopes, b);
+    lint_platform_cond(c, iss, claim, &cd, scopes, b);
     policy_cond_clear(&cd);
 }
 
@@ -625,7 +618,7 @@ static void lint_policy(struct lint_ctx *c, const json_t *id, const json_t *tp, 
     const json_t *pscopes = json_object_get(tp, "scopes"), *idscopes = json_object_get(id, "scopes");
     const json_t *claims = json_object_get(tp, "claims"), *subject = json_object_get(tp, "subject"), *v;
     enum lint_iss iss = idoc ? lint_issuer_kind(idoc) : ISS_UNKNOWN;
-    struct lint_binds binds = {NULL, false};
+    struct lint_binds binds = {0};
     struct lint_finding *f;
 
     if (!json_is_object(tp))
@@ -661,7 +654,7 @@ static void lint_policy(struct lint_ctx *c, const json_t *id, const json_t *tp, 
     }
     v = json_object_get(tp, "audience");
     if (json_is_string(v))
-        lint_platform_audience(c, json_string_value(v));
+        lint_platform_audience(c, iss, json_string_value(v));
 
     const json_t *granted = json_is_array(pscopes) ? pscopes : idscopes;
     if (subject)

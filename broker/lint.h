@@ -7,7 +7,8 @@
  *   unbound-policy            error   binds neither subject nor any claim (apply refuses it too)
  *   undeclared-scope          error   a policy scope the identity does not declare (apply refuses it)
  *   long-ttl                  warning max_ttl above LINT_LONG_TTL_S; error above BROKER_MAX_TTL_S
- *   glob-extends-name         error   a glob wildcard where a repository/owner/project name is expected
+ *   glob-extends-name         error   a glob wildcard where a repository/owner/project name (or another
+ *                                     platform's identifier, below) is expected
  *   regex-unanchored-effect   error   a leading `.*`, or a trailing one inside the name part
  *   regex-crosses-separator   error   `.*`, `.+`, `[^/]*`... inside the name part (can match '/' or ':');
  *                             warning for a single unescaped `.` (or such a class) there
@@ -15,16 +16,30 @@
  *                                     whole segment (`acme/[a-z0-9-]+`: every repository of acme)
  *   mutable-name-without-id   error   GitHub/GitLab: names bound (sub, repository...) without pinning
  *                                     repository_id/repository_owner_id (project_id/namespace_id)
- *   unscoped-public-issuer    error   GitHub/GitLab: no repository/project bound at all
+ *                             warning Google: email (hd, project) bound without an exact sub (unique id);
+ *                                     Kubernetes/EKS: namespace bound without the service-account uid
+ *   unscoped-public-issuer    error   GitHub/GitLab: no repository/project bound at all; Google: no exact
+ *                                     sub and no email/hd/project claim (azp, aud only name the client)
+ *   email-not-verified        warning Google: email bound without email_verified required to be true
+ *   unscoped-namespace        error   Kubernetes/EKS: neither a namespace spelled out (sub, namespace
+ *                                     claim) nor a service-account (or pod) uid: any namespace matches
+ *   unpinned-principal        warning AWS outbound: no sub (role ARN), only account-level claims
+ *                                     (aws_account, org_id, principal_tags...); error when not even those
+ *   caller-chosen-claim       warning AWS outbound: a condition on request_tags (the caller sets them)
  *   privileged-event          error   event_name admits pull_request_target or workflow_run and the
  *                                     policy grants a privileged scope; warning otherwise
  *   shared-default-audience   error   audience is a value tokens get by default for another relying
  *                                     party (https://github.com/OWNER, sts.amazonaws.com,
- *                                     kubernetes.default.svc)
+ *                                     kubernetes.default.svc); warning for a Google OAuth client id
+ * The platform is the issuer document's preset, else its url (github/gitlab.com, accounts.google.com,
+ * oidc.eks.*.amazonaws.com/id/, *.tokens.sts.global.api.aws, kubernetes/serviceaccount).
  * "Name part": for `sub`, from the start up to the first ':' after the `repo:OWNER/REPO` (GitHub),
  * `project_path:GROUP/PROJECT` (GitLab) or `system:serviceaccount:NAMESPACE` (Kubernetes) prefix,
- * or up to the first ':' for other subjects; the whole value of repository, repository_owner,
- * project_path and namespace_path; `OWNER/REPO` of job_workflow_ref and workflow_ref.
+ * or up to the first ':' for other subjects, the whole of an ARN subject (AWS) or of Google's numeric
+ * sub; the whole value of repository, repository_owner, project_path and namespace_path, and of the
+ * identifier claims of the other platforms (Google email/azp/hd/project, Kubernetes namespace,
+ * service-account name and uid, AWS aws_account/org_id); `OWNER/REPO` of job_workflow_ref and
+ * workflow_ref.
  * Conditions under "not" only narrow a policy and are not checked for name extension. */
 #ifndef BROKER_LINT_H
 #define BROKER_LINT_H

@@ -182,6 +182,66 @@ static void test_trust_policies(void **state)
     json_decref(ids);
 }
 
+/* Each platform example binds the immutable id its platform's rule asks for: without it (or without
+ * email_verified) exactly that rule fires, naming the identity, policy and issuer. */
+static void test_platform_examples(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *identity, *drop, *rule;
+        enum lint_level level;
+        const char *in_fix;
+    } cases[] = {
+        {"example-gcp-worker", "subject", "mutable-name-without-id", LINT_WARNING, "uniqueId"},
+        {"example-gcp-worker", "email_verified", "email-not-verified", LINT_WARNING, "email_verified"},
+        {"example-k8s-batch", "/kubernetes.io/serviceaccount/uid", "mutable-name-without-id", LINT_WARNING,
+         "/kubernetes.io/serviceaccount/uid"},
+        {"example-eks-payments", "/kubernetes.io/serviceaccount/uid", "mutable-name-without-id", LINT_WARNING,
+         "kubectl get serviceaccount"},
+        {"example-aws-lambda", "subject", "unpinned-principal", LINT_WARNING, "arn:aws:iam::ACCOUNT:role/NAME"},
+        {"example-github-deploy", "repository_id", NULL, 0, NULL}, /* repository_owner_id still pins */
+        {"example-gitlab-deploy", "project_id", NULL, 0, NULL},    /* namespace_id still pins */
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        json_t *issuers = json_array(), *ids = json_array(), *doc = NULL;
+        struct lint_report r = {0};
+        size_t i;
+        json_t *d;
+        load_dir("trust-policies/examples", issuers, ids);
+        json_array_foreach (ids, i, d)
+            if (strcmp(json_string_value(json_object_get(d, "identity")), cases[k].identity) == 0)
+                doc = d;
+        assert_non_null(doc);
+        json_t *tp = json_array_get(json_object_get(doc, "trust"), 0);
+        const char *issuer = json_string_value(json_object_get(tp, "issuer"));
+        /* the condition is either "subject" or one of "claims" */
+        assert_int_equal(json_object_del(strcmp(cases[k].drop, "subject") == 0 ? tp : json_object_get(tp, "claims"),
+                                         cases[k].drop), 0);
+        assert_int_equal(lint_documents(issuers, ids, &r), BROKER_OK);
+        /* the minikube example's deliberate finding stays; nothing else but the expected one */
+        size_t expected = 1 + (cases[k].rule != NULL), found = 0;
+        if (r.n != expected)
+            dump(cases[k].identity, &r);
+        assert_int_equal(r.n, expected);
+        for (i = 0; i < r.n && cases[k].rule; i++) {
+            const struct lint_finding *f = &r.items[i];
+            if (strcmp(f->identity, cases[k].identity) != 0)
+                continue;
+            found++;
+            assert_string_equal(f->rule, cases[k].rule);
+            assert_int_equal(f->level, cases[k].level);
+            assert_string_equal(f->policy, json_string_value(json_object_get(tp, "name")));
+            assert_string_equal(f->issuer, issuer);
+            assert_non_null(strstr(f->message, issuer));
+            assert_non_null(strstr(f->fix, cases[k].in_fix));
+        }
+        assert_int_equal(found, cases[k].rule != NULL);
+        lint_report_free(&r);
+        json_decref(issuers);
+        json_decref(ids);
+    }
+}
+
 static void test_contents(void **state)
 {
     (void)state;
@@ -398,6 +458,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table),         cmocka_unit_test(test_trust_policies),
+        cmocka_unit_test(test_platform_examples),
         cmocka_unit_test(test_contents),      cmocka_unit_test(test_hostile_names),
         cmocka_unit_test(test_cli),           cmocka_unit_test(test_print),
     };
