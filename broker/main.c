@@ -128,7 +128,8 @@ out:
         tokenreview_stop();
     if (issuers_on)
         issuers_stop();
-    (void)issuers_fetch_connect_to(NULL, err, sizeof(err)); /* frees the list */
+    if (issuers_fetch_connect_to(NULL, err, sizeof(err)) != BROKER_OK) /* frees the list; cannot fail */
+        rc = 1;
     return rc;
 }
 
