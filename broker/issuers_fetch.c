@@ -348,7 +348,8 @@ enum broker_err issuers_fetch_connect_to(const char *spec, char *err, size_t err
         const char *end = strchr(p, ',');
         size_t n = end ? (size_t)(end - p) : strlen(p);
         char entry[600];
-        if (n >= sizeof(entry) || !connect_to_entry_ok(p, n) || ++count > ISSUERS_FETCH_MAX_CONNECT_TO) {
+        if (n >= sizeof(entry) || !connect_to_entry_ok(p, n) || ++count > ISSUERS_FETCH_MAX_CONNECT_TO ||
+            (end != NULL && end[1] == '\0')) { /* a trailing comma is a typo, not an empty entry */
             snprintf(err, errlen,
                      "BROKER_FETCH_CONNECT_TO: expected up to %d comma-separated HOST:PORT:CONNECT_HOST:CONNECT_PORT "
                      "entries",

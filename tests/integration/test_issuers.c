@@ -752,6 +752,293 @@ static void test_bearer_token_file(void **state)
         override(*t, NULL);
 }
 
+static void test_cache_control_parser(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *v;
+        int64_t want;
+    } cases[] = {
+        {"max-age=120", 120},
+        {"public, max-age=19724, must-revalidate, no-transform", 19724}, /* Google's shape */
+        {"MAX-AGE=60", 60},
+        {"max-age = 75", 75},
+        {"max-age=\"300\"", 300},
+        {"private,max-age=0", 0},
+        {"no-store", 0},
+        {"No-Cache", 0},
+        {"max-age=600, no-cache", 0},
+        {"no-cache=\"set-cookie\", max-age=600", 600}, /* a qualified no-cache is about fields */
+        {"s-maxage=100", -1},                           /* for shared caches, not Broker */
+        {"s-maxage=100, max-age=200", 200},
+        {"max-age=120, max-age=5", 120},                /* the first occurrence */
+        {"max-age=abc", -1},
+        {"max-age=abc, max-age=120", -1},
+        {"max-age=", -1},
+        {"max-age", -1},
+        {"max-age=-5", -1},
+        {"max-age=12.5", -1},
+        {"max-age=99999999999999999999999999", (int64_t)1 << 31},
+        {"", -1},
+        {",, ,", -1},
+        {"max-age=1 junk", -1},
+        {"=5", -1},
+        {"max-age=\"12", -1},
+        {"max-age=\"1\\", -1},
+        {"\"max-age=5\"", -1},
+        {"max-age=5;", -1},
+        {"garbage\x01\xff", -1},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int64_t got = issuers_fetch_cache_control((const uint8_t *)cases[i].v, strlen(cases[i].v));
+        if (got != cases[i].want)
+            fail_msg("Cache-Control \"%s\": %lld, want %lld", cases[i].v, (long long)got, (long long)cases[i].want);
+    }
+    /* never past len, no NUL needed; a NUL byte inside is junk */
+    assert_int_equal(issuers_fetch_cache_control((const uint8_t *)"max-age=1234", 10), 12);
+    assert_int_equal(issuers_fetch_cache_control((const uint8_t *)"max-age=1\0", 10), -1);
+    assert_int_equal(issuers_fetch_cache_control(NULL, 0), -1);
+
+    assert_int_equal(issuers_fetch_refresh_s(-1), BROKER_JWKS_REFRESH_S);
+    assert_int_equal(issuers_fetch_refresh_s(0), BROKER_JWKS_MIN_REFRESH_S);
+    assert_int_equal(issuers_fetch_refresh_s(5), BROKER_JWKS_MIN_REFRESH_S);
+    assert_int_equal(issuers_fetch_refresh_s(120), 120);
+    assert_int_equal(issuers_fetch_refresh_s(BROKER_JWKS_MAX_REFRESH_S), BROKER_JWKS_MAX_REFRESH_S);
+    assert_int_equal(issuers_fetch_refresh_s((int64_t)1 << 31), BROKER_JWKS_MAX_REFRESH_S);
+    assert_true(BROKER_JWKS_MIN_REFRESH_S <= BROKER_JWKS_REFRESH_S && BROKER_JWKS_REFRESH_S <= BROKER_JWKS_MAX_REFRESH_S);
+}
+
+static void test_cache_control_sets_refresh(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *tenant, *query;
+        int64_t refresh;
+    } cases[] = {
+        {"cc120", "cache_control=public,%20max-age=120", 120},
+        {"cc5", "cache_control=max-age=5", BROKER_JWKS_MIN_REFRESH_S},
+        {"cchuge", "cache_control=max-age=1000000000", BROKER_JWKS_MAX_REFRESH_S},
+        {"ccnone", "cache_control=none", BROKER_JWKS_REFRESH_S},
+        {"ccbad", "cache_control=max-age=banana,%20%22%3D", BROKER_JWKS_REFRESH_S},
+        {"ccstore", NULL, BROKER_JWKS_MIN_REFRESH_S}, /* issuer.py's default: no-store */
+    };
+    enum { N = sizeof(cases) / sizeof(cases[0]) };
+    json_t *docs = json_array();
+    for (size_t i = 0; i < N; i++) {
+        override(cases[i].tenant, cases[i].query);
+        json_array_append_new(docs, fetched_doc(cases[i].tenant, cases[i].tenant, g_ca));
+    }
+    sync_ok(docs);
+    for (size_t i = 0; i < N; i++) {
+        const char *url = url_of(cases[i].tenant);
+        wait_keys(url);
+        struct issuer_status st;
+        assert_true(issuers_status(url, &st));
+        if (st.refresh_s != cases[i].refresh)
+            fail_msg("%s: refresh %lld, want %lld", cases[i].tenant, (long long)st.refresh_s,
+                     (long long)cases[i].refresh);
+        int64_t left = st.next_fetch_at - (int64_t)time(NULL);
+        assert_true(left > cases[i].refresh - 10 && left <= cases[i].refresh);
+    }
+    char m[65536];
+    issuers_metrics(m, sizeof(m));
+    const char *p = strstr(m, "broker_jwks_next_refresh_seconds{issuer=\"cc120\"} ");
+    assert_non_null(p);
+    long long left = strtoll(strchr(p, '}') + 2, NULL, 10);
+    assert_true(left > 110 && left <= 120);
+    assert_non_null(strstr(m, "broker_jwks_next_refresh_seconds{issuer=\"cchuge\"} 21"));
+    for (size_t i = 0; i < N; i++)
+        override(cases[i].tenant, NULL);
+}
+
+static void test_too_many_keys(void **state)
+{
+    (void)state;
+    char q[64];
+    snprintf(q, sizeof(q), "jwks_keys=%d", BROKER_MAX_JWKS_KEYS);
+    override("keysmax", q);
+    snprintf(q, sizeof(q), "jwks_keys=%d", BROKER_MAX_JWKS_KEYS + 1);
+    override("keysover", q);
+    sync_ok(json_pack("[o, o]", fetched_doc("keysmax", "keysmax", g_ca), fetched_doc("keysover", "keysover", g_ca)));
+    wait_keys(url_of("keysmax"));
+    struct issuer_status st;
+    assert_true(issuers_status(url_of("keysmax"), &st));
+    assert_int_equal(st.nkeys, BROKER_MAX_JWKS_KEYS);
+    st = wait_failures(url_of("keysover"), 1, 6000);
+    assert_string_equal(st.last_result, "bad_jwks");
+    assert_false(st.has_keys);
+    metrics_has("broker_jwks_keys{issuer=\"keysmax\"} 32\n");
+    metrics_has("broker_jwks_keys{issuer=\"keysover\"} 0\n");
+    override("keysmax", NULL);
+    override("keysover", NULL);
+}
+
+/* An issuer that turns hostile after a good fetch: every refusal keeps the last good set,
+ * is counted under its result, and the issuer recovers by itself once it behaves again. */
+static void test_hostile_refetch_keeps_last_good_set(void **state)
+{
+    (void)state;
+    char http_q[300], loc_q[300], keys_q[64];
+    snprintf(http_q, sizeof(http_q), "jwks_uri=http://127.0.0.1:%s/t/lghttp/jwks", getenv("ISSUER_PORT"));
+    snprintf(loc_q, sizeof(loc_q), "location=https://localhost:%s/t/lgtarget/jwks", getenv("ISSUER_PORT"));
+    snprintf(keys_q, sizeof(keys_q), "jwks_keys=%d", BROKER_MAX_JWKS_KEYS + 1);
+    const struct {
+        const char *tenant, *query, *result;
+    } cases[] = {
+        {"lgmm", "issuer=https://evil.example", "issuer_mismatch"},
+        {"lghttp", http_q, "bad_discovery"},
+        {"lgbig", "jwks_pad=70000", "too_large"},
+        {"lgkeys", keys_q, "bad_jwks"},
+        {"lgloc", loc_q, "http_status"}, /* a redirect to another host is not followed */
+        {"lghdr", "header_pad=70000", "too_large"},
+        {"lgauth", "require_bearer=zzz", "http_status"},
+        {"lgdown", "status=503", "http_status"},
+    };
+    enum { N = sizeof(cases) / sizeof(cases[0]) };
+    json_t *docs = json_array();
+    for (size_t i = 0; i < N; i++)
+        json_array_append_new(docs, fetched_doc(cases[i].tenant, cases[i].tenant, g_ca));
+    sync_ok(docs);
+    struct issuer_keys *before[N];
+    struct cbstate cb[N];
+    for (size_t i = 0; i < N; i++) {
+        wait_keys(url_of(cases[i].tenant));
+        before[i] = issuers_keys_get(url_of(cases[i].tenant));
+        override(cases[i].tenant, cases[i].query);
+    }
+    for (size_t i = 0; i < N; i++) {
+        cb_init(&cb[i]);
+        assert_true(issuers_refetch(url_of(cases[i].tenant), on_refetched, &cb[i]));
+    }
+    for (size_t i = 0; i < N; i++) {
+        char line[256];
+        cb_wait(&cb[i], 1, 8000);
+        assert_int_equal(cb[i].changed, 0);
+        struct issuer_status st;
+        assert_true(issuers_status(url_of(cases[i].tenant), &st));
+        if (strcmp(st.last_result, cases[i].result) != 0)
+            fail_msg("%s: %s, want %s", cases[i].tenant, st.last_result, cases[i].result);
+        assert_int_equal(st.fetch_ok, 1);
+        struct issuer_keys *now = issuers_keys_get(url_of(cases[i].tenant));
+        assert_ptr_equal(now, before[i]); /* the last good set keeps serving */
+        issuer_keys_unref(now);
+        snprintf(line, sizeof(line), "broker_jwks_fetch_total{issuer=\"%s\",result=\"%s\"} ", cases[i].tenant,
+                 cases[i].result);
+        metrics_has(line);
+    }
+    assert_int_equal(served("/t/lghttp/jwks"), 1);           /* only the good fetch */
+    assert_int_equal(served("/t/lgtarget/jwks"), 0);         /* the redirect target was never asked */
+    assert_true(issuers_ready());
+    /* it behaves again: the back-off retry (1 s, then 2 s) recovers every one */
+    for (size_t i = 0; i < N; i++)
+        override(cases[i].tenant, NULL);
+    for (size_t i = 0; i < N; i++) {
+        struct issuer_status st;
+        for (int64_t end = mono_ms() + 8000; mono_ms() < end; usleep(20000)) {
+            assert_true(issuers_status(url_of(cases[i].tenant), &st));
+            if (st.fetch_ok >= 2)
+                break;
+        }
+        assert_int_equal(st.fetch_ok, 2);
+        assert_string_equal(st.last_result, "ok");
+        issuer_keys_unref(before[i]);
+        cb_destroy(&cb[i]);
+    }
+}
+
+/* Below the policy layer (which already refuses http:// jwks_uri): the fetcher itself refuses a
+ * non-https URL without connecting, and answers a redirect to another host with http_status. */
+static void test_fetch_refuses_http_and_cross_host_redirect(void **state)
+{
+    (void)state;
+    char http_uri[256], loc_q[300];
+    snprintf(http_uri, sizeof(http_uri), "http://127.0.0.1:%s/t/plain/jwks", getenv("ISSUER_PORT"));
+    struct issuers_fetch_out out;
+    struct issuers_fetch_src src = {.url = "https://plain.example", .jwks_uri = http_uri, .ca_file = g_ca};
+    assert_int_equal(issuers_fetch_from(&src, NULL, &out), ISSUERS_FETCH_NETWORK);
+    assert_null(out.jwks);
+    assert_string_equal(out.stage, "jwks");
+    assert_int_equal(served("/t/plain/jwks"), 0);
+
+    snprintf(loc_q, sizeof(loc_q), "location=https://localhost:%s/t/xtarget/.well-known/openid-configuration",
+             getenv("ISSUER_PORT"));
+    override("xredir", loc_q);
+    src = (struct issuers_fetch_src){.url = url_of("xredir"), .ca_file = g_ca};
+    assert_int_equal(issuers_fetch_from(&src, NULL, &out), ISSUERS_FETCH_HTTP_STATUS);
+    assert_int_equal(out.status, 302);
+    assert_string_equal(out.stage, "discovery");
+    assert_int_equal(served("/t/xredir/.well-known/openid-configuration"), 1);
+    assert_int_equal(served("/t/xtarget/.well-known/openid-configuration"), 0);
+    override("xredir", NULL);
+
+    /* the good path through the same entry point, with its Cache-Control */
+    override("direct2", "cache_control=max-age=777");
+    src = (struct issuers_fetch_src){.url = url_of("direct2"), .ca_file = g_ca};
+    assert_int_equal(issuers_fetch_from(&src, NULL, &out), ISSUERS_FETCH_OK);
+    assert_int_equal(out.max_age_s, 777);
+    assert_true(out.jwks->n >= 1);
+    jwks_free(out.jwks);
+    override("direct2", NULL);
+}
+
+static void test_connect_to(void **state)
+{
+    (void)state;
+    char err[256], spec[300];
+    const char *port = getenv("ISSUER_PORT");
+    static const char *const bad[] = {
+        "localhost:1:127.0.0.1",     "localhost:0:127.0.0.1:443", "localhost:70000:127.0.0.1:443",
+        "ho st:1:127.0.0.1:443",     "[::1]:1:127.0.0.1:443",     "a:1:b:2:",
+        "a:1:b:2,",                  ",",                         "a:1:b:x",
+        ":1:b:2",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        if (issuers_fetch_connect_to(bad[i], err, sizeof(err)) != BROKER_ERR_CONFIG)
+            fail_msg("accepted \"%s\"", bad[i]);
+        assert_non_null(strstr(err, "BROKER_FETCH_CONNECT_TO"));
+    }
+    char many[1024] = "";
+    for (int i = 0; i < 17; i++)
+        snprintf(many + strlen(many), sizeof(many) - strlen(many), "%sh%d:1:127.0.0.1:2", i ? "," : "", i);
+    assert_int_equal(issuers_fetch_connect_to(many, err, sizeof(err)), BROKER_ERR_CONFIG);
+    assert_int_equal(issuers_fetch_connect_to("a.example:443:b.example:8443,c:1:d:2", err, sizeof(err)), BROKER_OK);
+    assert_int_equal(issuers_fetch_connect_to("", err, sizeof(err)), BROKER_OK);
+    assert_int_equal(issuers_fetch_connect_to(NULL, err, sizeof(err)), BROKER_OK);
+
+    /* live: https://localhost:1 (nothing listens there) reaches the issuer through the mapping and
+     * verifies its certificate as "localhost"; wrong.test maps to the same server, whose
+     * certificate does not name it: refused at the handshake */
+    char ct_iss[128], ct_q[400];
+    snprintf(ct_iss, sizeof(ct_iss), "https://localhost:1/t/ct");
+    snprintf(ct_q, sizeof(ct_q), "issuer=%s&jwks_uri=%s/jwks", ct_iss, ct_iss);
+    override("ct", ct_q);
+    snprintf(spec, sizeof(spec), "localhost:1:127.0.0.1:%s,wrong.test:443:127.0.0.1:%s", port, port);
+    issuers_stop();
+    assert_int_equal(issuers_fetch_connect_to(spec, err, sizeof(err)), BROKER_OK);
+    assert_int_equal(issuers_start(), BROKER_OK);
+    json_t *docs = json_pack("[{s:s, s:s, s:s}, {s:s, s:s, s:s}]", "issuer", "ct", "url", ct_iss, "ca_file", g_ca,
+                             "issuer", "ctbad", "url", "https://wrong.test/t/ctbad", "ca_file", g_ca);
+    sync_ok(docs);
+    wait_keys(ct_iss);
+    assert_int_equal(served("/t/ct/.well-known/openid-configuration"), 1);
+    assert_int_equal(served("/t/ct/jwks"), 1);
+    struct issuer_status st = wait_failures("https://wrong.test/t/ctbad", 1, 6000);
+    assert_string_equal(st.last_result, "tls");
+    assert_int_equal(served("/t/ctbad/.well-known/openid-configuration"), 0);
+
+    /* without the mapping the same issuer is unreachable */
+    issuers_stop();
+    assert_int_equal(issuers_fetch_connect_to(NULL, err, sizeof(err)), BROKER_OK);
+    assert_int_equal(issuers_start(), BROKER_OK);
+    sync_ok(json_pack("[{s:s, s:s, s:s}]", "issuer", "ct", "url", ct_iss, "ca_file", g_ca));
+    st = wait_failures(ct_iss, 1, 6000);
+    assert_string_equal(st.last_result, "network");
+    assert_false(st.has_keys);
+    override("ct", NULL);
+    sync_ok(json_array());
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -791,6 +1078,12 @@ int main(void)
         cmocka_unit_test(test_removed_while_fetching),
         cmocka_unit_test(test_stop_answers_pending_callbacks),
         cmocka_unit_test(test_bearer_token_file),
+        cmocka_unit_test(test_cache_control_parser),
+        cmocka_unit_test(test_cache_control_sets_refresh),
+        cmocka_unit_test(test_too_many_keys),
+        cmocka_unit_test(test_hostile_refetch_keeps_last_good_set),
+        cmocka_unit_test(test_fetch_refuses_http_and_cross_host_redirect),
+        cmocka_unit_test(test_connect_to),
     };
     return cmocka_run_group_tests_name("issuers", tests, group_setup, group_teardown);
 }
