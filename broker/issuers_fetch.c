@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <curl/curl.h>
@@ -209,7 +210,10 @@ static enum issuers_fetch_result bearer_header(const char *path, char **line)
         r = ISSUERS_FETCH_INTERNAL;
         goto out;
     }
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0)
+    /* O_NONBLOCK and a regular file only: a FIFO or device must not stall a fetcher thread */
+    struct stat sb;
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) < 0 || fstat(fd, &sb) != 0 ||
+        !S_ISREG(sb.st_mode))
         goto out;
     while (pre + n < cap) {
         ssize_t k = read(fd, buf + pre + n, cap - pre - n);
