@@ -589,12 +589,8 @@ bool tokenreview_check(const struct tokenreview_request *rq, enum tokenreview_re
         atomic_fetch_add_explicit(&cache_hits, 1, memory_order_relaxed);
         goto out;
     }
-    *result = TOKENREVIEW_ERR_OVERLOADED;
-    if (!running || stopping) {
-        pthread_mutex_unlock(&mu);
-        goto out;
-    }
-    for (struct review *p = pending; p != NULL; p = p->next) {
+    *result = TOKENREVIEW_ERR_OVERLOADED; /* unless queued below */
+    for (struct review *p = running && !stopping ? pending : NULL; p != NULL; p = p->next) {
         if (memcmp(p->key, key, TOKENREVIEW_KEY_LEN) == 0) { /* the same question is being asked: join it */
             w->next = p->waiters;
             p->waiters = w;
@@ -603,7 +599,8 @@ bool tokenreview_check(const struct tokenreview_request *rq, enum tokenreview_re
             break;
         }
     }
-    if (!async && npending < BROKER_TOKEN_REVIEW_QUEUE_MAX && (rv = review_new(rq, key)) != NULL) {
+    if (!async && running && !stopping && npending < BROKER_TOKEN_REVIEW_QUEUE_MAX &&
+        (rv = review_new(rq, key)) != NULL) {
         rv->waiters = w;
         w = NULL;
         struct review **pp = &pending;

@@ -51,7 +51,7 @@ cat >"$WORK/policies/pod.identity.json" <<JSON
 {"identity": "pod", "scopes": ["s:pod"], "audiences": ["https://secrets.example.com"],
  "trust": [$(trust k8s), $(trust k8s-nocache), $(trust k8s-wrongbearer), $(trust k8s-down), $(trust test)]}
 JSON
-"$BROKER_BIN" policy apply "$WORK/policies" >/dev/null || { echo "policy apply failed"; exit 1; }
+"$BROKER_BIN" policy apply "$WORK/policies" >/dev/null 2>"$WORK/apply.err" || { echo "policy apply failed"; cat "$WORK/apply.err"; exit 1; }
 ADMIN=$("$BROKER_BIN" admin-token create --name ops)
 broker_start tokenreview || exit 1
 PIDS+=("$BROKER_PID")
@@ -197,7 +197,15 @@ bad "non-https iss without url" \
 bad "unknown field" "{\"issuer\": \"x\", \"url\": \"https://k.example\", $B, \"token_review\": {\"ttl\": 5}}" \
   'token_review: unknown field "ttl"'
 
+# ---------------------------------------------------------------- shutdown with a review in flight
+k8s_ctl "/_control/delay?ms=1500"
+X "$(TOK k8s-nocache app)" >"$WORK/inflight.out" &
+xpid=$!
+sleep 0.5
 broker_stop "$BROKER_PID"
+wait "$xpid"
+k8s_ctl "/_control/delay?ms=0"
+t_match "SIGTERM while a review is in flight: the client still gets its answer" '^200 ' "$(cat "$WORK/inflight.out")"
 t_check "the broker exits cleanly (no sanitizer or leak report)" bash -c "! grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error' '$WORK/tokenreview.log'"
 
 t_summary tokenreview

@@ -1,0 +1,420 @@
+/* TokenReview: the answer cache with a fixed clock, the request body, the response parser, the
+ * bearer file reader, the API without threads, and "token_review" in issuer documents.
+ * Includes the module under test to reach its static functions. */
+#include "test_util.h"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include "tokenreview.c"
+
+#define AUD "https://broker.example.com"
+
+static void key_of(uint8_t k[TOKENREVIEW_KEY_LEN], unsigned set, uint8_t tag)
+{
+    memset(k, tag, TOKENREVIEW_KEY_LEN);
+    k[0] = (uint8_t)set, k[1] = (uint8_t)(set >> 8), k[2] = 0, k[3] = 0; /* cache_set() reads 4 bytes */
+}
+
+static void test_cache(void **state)
+{
+    (void)state;
+    uint8_t a[TOKENREVIEW_KEY_LEN], b[TOKENREVIEW_KEY_LEN];
+    enum tokenreview_result r = TOKENREVIEW_ERR_INTERNAL;
+    memset(cache, 0, sizeof(cache));
+    key_of(a, 7, 0xa1);
+    key_of(b, 7, 0xb2);
+
+    assert_false(cache_get(a, 1000, &r));
+    cache_put(a, TOKENREVIEW_AUTHENTICATED, 1000, 6000);
+    assert_true(cache_get(a, 1000, &r));
+    assert_int_equal(r, TOKENREVIEW_AUTHENTICATED);
+    assert_true(cache_get(a, 5999, &r));
+    assert_false(cache_get(a, 6000, &r)); /* expired exactly at its expiry */
+    assert_false(cache_get(b, 1000, &r)); /* same set, other key */
+
+    /* negative answers are cached too, and a new answer replaces the old one */
+    cache_put(a, TOKENREVIEW_REJECTED, 2000, 9000);
+    assert_true(cache_get(a, 8000, &r));
+    assert_int_equal(r, TOKENREVIEW_REJECTED);
+    size_t used = 0;
+    for (size_t i = 0; i < CACHE_WAYS; i++)
+        used += cache[7][i].expires_ms != 0;
+    assert_int_equal(used, 1);
+
+    /* an answer that is already stale is not stored */
+    cache_put(b, TOKENREVIEW_AUTHENTICATED, 5000, 5000);
+    assert_false(cache_get(b, 4000, &r));
+}
+
+static void test_cache_eviction(void **state)
+{
+    (void)state;
+    uint8_t k[CACHE_WAYS + 1][TOKENREVIEW_KEY_LEN];
+    enum tokenreview_result r;
+    memset(cache, 0, sizeof(cache));
+    for (int i = 0; i <= CACHE_WAYS; i++)
+        key_of(k[i], 42, (uint8_t)(0x10 + i));
+    /* fill the set; key 1 expires first */
+    for (int i = 0; i < CACHE_WAYS; i++)
+        cache_put(k[i], TOKENREVIEW_AUTHENTICATED, 0, i == 1 ? 500 : 10000 + i);
+    cache_put(k[CACHE_WAYS], TOKENREVIEW_REJECTED, 100, 20000);
+    assert_false(cache_get(k[1], 100, &r)); /* evicted: the one that would expire soonest */
+    for (int i = 0; i <= CACHE_WAYS; i++)
+        if (i != 1)
+            assert_true(cache_get(k[i], 100, &r));
+    /* an expired way is reused before a live one */
+    memset(cache, 0, sizeof(cache));
+    for (int i = 0; i < CACHE_WAYS; i++)
+        cache_put(k[i], TOKENREVIEW_AUTHENTICATED, 0, i == 2 ? 50 : 100 + i);
+    cache_put(k[CACHE_WAYS], TOKENREVIEW_AUTHENTICATED, 60, 99999);
+    assert_false(cache_get(k[2], 60, &r));
+    assert_true(cache_get(k[0], 60, &r)); /* key 0 would expire soonest of the live ones: kept */
+    assert_true(cache_get(k[CACHE_WAYS], 60, &r));
+    /* other sets are untouched */
+    key_of(k[0], 43, 0x10);
+    assert_false(cache_get(k[0], 60, &r));
+}
+
+static void test_cache_expiry(void **state)
+{
+    (void)state;
+    assert_int_equal(cache_expiry(1000000, 5, 2000), 1005000);
+    assert_int_equal(cache_expiry(1000000, 5, 1003), 1003000); /* never past the token's exp */
+    assert_int_equal(cache_expiry(1000000, 60, 999), 999000);
+}
+
+static void test_cache_key(void **state)
+{
+    (void)state;
+    uint8_t a[32], b[32], c[32], d[32];
+    assert_true(cache_key("https://k/x", AUD, "t.o.k", 5, a));
+    assert_true(cache_key("https://k/x", AUD, "t.o.k", 5, b));
+    assert_memory_equal(a, b, 32);
+    assert_true(cache_key("https://k/y", AUD, "t.o.k", 5, c)); /* another cluster */
+    assert_memory_not_equal(a, c, 32);
+    assert_true(cache_key("https://k/x", "https://other", "t.o.k", 5, d)); /* another audience */
+    assert_memory_not_equal(a, d, 32);
+    assert_true(cache_key("https://k/x", AUD, "t.o.kk", 5, d)); /* length counts, not NUL */
+    assert_memory_equal(a, d, 32);
+    assert_true(cache_key("https://k/x", AUD, "t.o.kk", 6, d));
+    assert_memory_not_equal(a, d, 32);
+}
+
+static void test_request_body(void **state)
+{
+    (void)state;
+    size_t len = 0;
+    char *b = request_body("eyJh.eyJi.c2ln-_", 16, "https://a.example/\"q\"", &len);
+    assert_non_null(b);
+    assert_int_equal(len, strlen(b));
+    json_error_t je;
+    json_t *o = json_loadb(b, len, 0, &je);
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_object_get(o, "apiVersion")), "authentication.k8s.io/v1");
+    assert_string_equal(json_string_value(json_object_get(o, "kind")), "TokenReview");
+    const json_t *spec = json_object_get(o, "spec");
+    assert_string_equal(json_string_value(json_object_get(spec, "token")), "eyJh.eyJi.c2ln-_");
+    assert_int_equal(json_array_size(json_object_get(spec, "audiences")), 1);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(spec, "audiences"), 0)),
+                        "https://a.example/\"q\"");
+    json_decref(o);
+    free(b);
+    /* only compact-JWS characters are sent unescaped; anything else is refused */
+    assert_null(request_body("a\"b", 3, AUD, &len));
+    assert_null(request_body("a b", 3, AUD, &len));
+    assert_null(request_body("a\\b", 3, AUD, &len));
+}
+
+static enum tokenreview_result parse(const char *s)
+{
+    return parse_response((const uint8_t *)s, strlen(s), AUD);
+}
+
+static void test_parse_response(void **state)
+{
+    (void)state;
+    assert_int_equal(parse("{\"kind\":\"TokenReview\",\"status\":{\"authenticated\":true,\"audiences\":[\"x\",\"" AUD
+                           "\"],\"user\":{\"username\":\"system:serviceaccount:ns:a\"}}}"),
+                     TOKENREVIEW_AUTHENTICATED);
+    /* Kubernetes omits false fields */
+    assert_int_equal(parse("{\"kind\":\"TokenReview\",\"status\":{}}"), TOKENREVIEW_REJECTED);
+    assert_int_equal(parse("{\"kind\":\"TokenReview\",\"status\":{\"authenticated\":false,\"audiences\":[\"" AUD
+                           "\"]}}"),
+                     TOKENREVIEW_REJECTED);
+    assert_int_equal(parse("{\"kind\":\"TokenReview\",\"status\":{\"error\":\"[invalid bearer token]\"}}"),
+                     TOKENREVIEW_REJECTED);
+    /* authenticated without our audience: the server did not check it */
+    assert_int_equal(parse("{\"kind\":\"TokenReview\",\"status\":{\"authenticated\":true}}"),
+                     TOKENREVIEW_ERR_BAD_RESPONSE);
+    assert_int_equal(parse("{\"kind\":\"TokenReview\",\"status\":{\"authenticated\":true,\"audiences\":[\"other\"]}}"),
+                     TOKENREVIEW_ERR_BAD_RESPONSE);
+    assert_int_equal(parse("{\"kind\":\"TokenReview\",\"status\":{\"authenticated\":true,\"audiences\":\"" AUD
+                           "\"}}"),
+                     TOKENREVIEW_ERR_BAD_RESPONSE);
+    /* not a TokenReview answer */
+    assert_int_equal(parse("{\"kind\":\"Status\",\"status\":{\"authenticated\":true}}"), TOKENREVIEW_ERR_BAD_RESPONSE);
+    assert_int_equal(parse("{\"status\":{\"authenticated\":true,\"audiences\":[\"" AUD "\"]}}"),
+                     TOKENREVIEW_ERR_BAD_RESPONSE);
+    assert_int_equal(parse("{\"kind\":\"TokenReview\"}"), TOKENREVIEW_ERR_BAD_RESPONSE);
+    assert_int_equal(parse("{\"kind\":\"TokenReview\",\"status\":{\"authenticated\":\"true\"}}"),
+                     TOKENREVIEW_ERR_BAD_RESPONSE);
+    assert_int_equal(parse("[]"), TOKENREVIEW_ERR_BAD_RESPONSE);
+    assert_int_equal(parse(""), TOKENREVIEW_ERR_BAD_RESPONSE);
+    assert_int_equal(parse("{\"kind\":\"TokenReview\",\"status\":{\"authenticated\":true,\"audiences\":[\"" AUD
+                           "\"]}"),
+                     TOKENREVIEW_ERR_BAD_RESPONSE); /* truncated */
+}
+
+static const char *write_tmp(const char *content, size_t len)
+{
+    static char path[64];
+    snprintf(path, sizeof(path), "/tmp/test_tokenreview.%d", (int)getpid());
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(content, 1, len, f), len);
+    fclose(f);
+    return path;
+}
+
+static void test_read_bearer(void **state)
+{
+    (void)state;
+    char buf[BROKER_TOKEN_REVIEW_MAX_BEARER + 1];
+    size_t len = 0;
+    const char *p = write_tmp("abc.def-ghi\n", 12);
+    assert_true(read_bearer(p, buf, sizeof(buf), &len));
+    assert_int_equal(len, 11);
+    assert_memory_equal(buf, "abc.def-ghi", 11);
+    p = write_tmp("tok \r\n\t", 7);
+    assert_true(read_bearer(p, buf, sizeof(buf), &len));
+    assert_int_equal(len, 3);
+    p = write_tmp("\n\n", 2);
+    assert_false(read_bearer(p, buf, sizeof(buf), &len)); /* empty */
+    p = write_tmp("a\nb", 3);
+    assert_false(read_bearer(p, buf, sizeof(buf), &len)); /* a header injection */
+    p = write_tmp("a b", 3);
+    assert_false(read_bearer(p, buf, sizeof(buf), &len));
+    char *big = malloc(BROKER_TOKEN_REVIEW_MAX_BEARER + 1);
+    assert_non_null(big);
+    memset(big, 'x', BROKER_TOKEN_REVIEW_MAX_BEARER + 1);
+    p = write_tmp(big, BROKER_TOKEN_REVIEW_MAX_BEARER);
+    assert_true(read_bearer(p, buf, sizeof(buf), &len));
+    assert_int_equal(len, BROKER_TOKEN_REVIEW_MAX_BEARER);
+    p = write_tmp(big, BROKER_TOKEN_REVIEW_MAX_BEARER + 1);
+    assert_false(read_bearer(p, buf, sizeof(buf), &len)); /* too large */
+    free(big);
+    unlink(p);
+    assert_false(read_bearer(p, buf, sizeof(buf), &len)); /* missing */
+    assert_false(read_bearer("/tmp", buf, sizeof(buf), &len)); /* not a file */
+}
+
+static void on_cb(void *arg, enum tokenreview_result r)
+{
+    *(int *)arg = (int)r + 1;
+}
+
+static void test_check_without_threads(void **state)
+{
+    (void)state;
+    struct issuer_cfg iss = {.name = "k8s", .token_review_url = "https://k8s.example/apis/x",
+                             .bearer_token_file = "/nonexistent", .token_review_cache_s = 5};
+    struct tokenreview_request rq = {.issuer = &iss, .audience = AUD, .token = "a.b.c", .token_len = 5,
+                                     .exp = 4102444800};
+    enum tokenreview_result r = TOKENREVIEW_AUTHENTICATED;
+    int called = 0;
+    memset(cache, 0, sizeof(cache));
+    /* not started: refused at once, no callback */
+    assert_false(tokenreview_check(&rq, &r, on_cb, &called));
+    assert_int_equal(r, TOKENREVIEW_ERR_OVERLOADED);
+    /* a cached answer is returned at once even so */
+    uint8_t k[TOKENREVIEW_KEY_LEN];
+    assert_true(cache_key(iss.token_review_url, AUD, "a.b.c", 5, k));
+    cache_put(k, TOKENREVIEW_REJECTED, now_ms(), now_ms() + 60000);
+    assert_false(tokenreview_check(&rq, &r, on_cb, &called));
+    assert_int_equal(r, TOKENREVIEW_REJECTED);
+    /* an issuer without token_review is a caller error */
+    iss.token_review_url = NULL;
+    assert_false(tokenreview_check(&rq, &r, on_cb, &called));
+    assert_int_equal(r, TOKENREVIEW_ERR_INTERNAL);
+    assert_int_equal(called, 0);
+
+    char m[2048];
+    size_t n = tokenreview_metrics(m, sizeof(m));
+    assert_int_equal(n, strlen(m));
+    assert_non_null(strstr(m, "broker_token_review_total{result=\"overloaded\"} 1\n"));
+    assert_non_null(strstr(m, "broker_token_review_cache_hits_total 1\n"));
+    assert_int_equal(tokenreview_metrics(m, 10), 0); /* whole lines only */
+    assert_string_equal(m, "");
+}
+
+/* Started and stopped with a review queued that can never run (the API server does not exist):
+ * the callback still comes exactly once, and nothing leaks. */
+static void test_start_stop(void **state)
+{
+    (void)state;
+    char bearer[64];
+    snprintf(bearer, sizeof(bearer), "%s", write_tmp("sa-token\n", 9));
+    struct issuer_cfg iss = {.name = "k8s", .token_review_url = "https://127.0.0.1:1/apis/x",
+                             .bearer_token_file = bearer, .token_review_cache_s = 5};
+    struct tokenreview_request rq = {.issuer = &iss, .audience = AUD, .token = "x.y.z", .token_len = 5,
+                                     .exp = 4102444800};
+    enum tokenreview_result r;
+    int called = 0, joined = 0;
+    memset(cache, 0, sizeof(cache));
+    assert_int_equal(tokenreview_start(), BROKER_OK);
+    assert_int_equal(tokenreview_start(), BROKER_OK); /* idempotent */
+    assert_true(tokenreview_check(&rq, &r, on_cb, &called));
+    assert_true(tokenreview_check(&rq, &r, on_cb, &joined)); /* joins, or a review of its own */
+    for (int i = 0; i < 300 && (called == 0 || joined == 0); i++)
+        usleep(10000);
+    /* connection refused: no answer, so nothing is cached */
+    assert_int_equal(called, TOKENREVIEW_ERR_NETWORK + 1);
+    assert_int_equal(joined, TOKENREVIEW_ERR_NETWORK + 1);
+    uint8_t k[TOKENREVIEW_KEY_LEN];
+    assert_true(cache_key(iss.token_review_url, AUD, "x.y.z", 5, k));
+    assert_false(cache_get(k, now_ms(), &r));
+    tokenreview_stop();
+    called = 0;
+    assert_false(tokenreview_check(&rq, &r, on_cb, &called)); /* stopped: refused at once */
+    assert_int_equal(r, TOKENREVIEW_ERR_OVERLOADED);
+    assert_int_equal(called, 0);
+    unlink(bearer);
+}
+
+/* An API server that accepts connections and never answers: both threads hang in a review, a third
+ * review waits in the queue. Stop aborts the two (no answer) and calls the third back as well. */
+static void test_stop_aborts(void **state)
+{
+    (void)state;
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    assert_true(ls >= 0);
+    assert_int_equal(bind(ls, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(ls, 16), 0); /* the kernel completes handshakes; nobody reads */
+    assert_int_equal(getsockname(ls, (struct sockaddr *)&sa, &sl), 0);
+    char url[64], bearer[64];
+    snprintf(url, sizeof(url), "https://127.0.0.1:%u/apis/x", (unsigned)ntohs(sa.sin_port));
+    snprintf(bearer, sizeof(bearer), "%s", write_tmp("sa-token\n", 9));
+    struct issuer_cfg iss = {.name = "k8s", .token_review_url = url, .bearer_token_file = bearer,
+                             .token_review_cache_s = 5};
+    const char *toks[3] = {"a.a.a", "b.b.b", "c.c.c"};
+    int got[3] = {0, 0, 0};
+    enum tokenreview_result r;
+    assert_int_equal(tokenreview_start(), BROKER_OK);
+    for (int i = 0; i < 3; i++) {
+        struct tokenreview_request rq = {.issuer = &iss, .audience = AUD, .token = toks[i], .token_len = 5,
+                                         .exp = 4102444800};
+        assert_true(tokenreview_check(&rq, &r, on_cb, &got[i]));
+        usleep(100000); /* the first two are taken by the two threads, in order */
+    }
+    int64_t t0 = now_ms();
+    tokenreview_stop();
+    assert_true(now_ms() - t0 < BROKER_TOKEN_REVIEW_TIMEOUT_MS); /* aborted, not timed out */
+    assert_int_equal(got[0], TOKENREVIEW_ERR_NETWORK + 1);
+    assert_int_equal(got[1], TOKENREVIEW_ERR_NETWORK + 1);
+    assert_int_equal(got[2], TOKENREVIEW_ERR_OVERLOADED + 1);
+    close(ls);
+    unlink(bearer);
+}
+
+static enum broker_err parse_issuer(const char *text, struct issuer_cfg *c, char *err, size_t errlen)
+{
+    json_error_t je;
+    json_t *d = json_loads(text, 0, &je);
+    assert_non_null(d);
+    enum broker_err e = policy_issuer_parse(d, c, err, errlen);
+    json_decref(d);
+    return e;
+}
+
+static void test_document(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *doc;
+        const char *url;   /* expected token_review_url, or NULL */
+        int64_t cache_s;
+        const char *error; /* expected error prefix, or NULL */
+    } cases[] = {
+        {"{\"issuer\":\"k\",\"preset\":\"kubernetes\",\"url\":\"https://kubernetes.default.svc.cluster.local\","
+         "\"bearer_token_file\":\"/t\",\"token_review\":{}}",
+         "https://kubernetes.default.svc.cluster.local/apis/authentication.k8s.io/v1/tokenreviews", 5, NULL},
+        {"{\"issuer\":\"k\",\"url\":\"https://k.example\",\"bearer_token_file\":\"/t\","
+         "\"token_review\":{\"url\":\"https://api.k.example:6443//\",\"cache_seconds\":0}}",
+         "https://api.k.example:6443/apis/authentication.k8s.io/v1/tokenreviews", 0, NULL},
+        {"{\"issuer\":\"k\",\"url\":\"https://k.example\",\"bearer_token_file\":\"/t\","
+         "\"token_review\":{\"url\":\"https://proxy.example/cluster-1\",\"cache_seconds\":60}}",
+         "https://proxy.example/cluster-1/apis/authentication.k8s.io/v1/tokenreviews", 60, NULL},
+        /* static keys: bearer_token_file is allowed for the review */
+        {"{\"issuer\":\"k\",\"preset\":\"kubernetes\",\"url\":\"kubernetes/serviceaccount\",\"jwks_file\":\"/k.jwks\","
+         "\"bearer_token_file\":\"/t\",\"token_review\":{\"url\":\"https://kubernetes.default.svc\"}}",
+         "https://kubernetes.default.svc/apis/authentication.k8s.io/v1/tokenreviews", 5, NULL},
+        {"{\"issuer\":\"k\",\"url\":\"https://k.example\"}", NULL, 0, NULL},
+        {"{\"issuer\":\"k\",\"url\":\"kubernetes/serviceaccount\",\"jwks_file\":\"/k.jwks\",\"bearer_token_file\":\"/t\","
+         "\"token_review\":{}}",
+         NULL, 0, "token_review.url: required when"},
+        {"{\"issuer\":\"k\",\"url\":\"https://k.example\",\"token_review\":{}}", NULL, 0,
+         "token_review: needs bearer_token_file"},
+        {"{\"issuer\":\"k\",\"url\":\"https://k.example\",\"bearer_token_file\":\"/t\",\"token_review\":true}", NULL, 0,
+         "token_review: must be an object"},
+        {"{\"issuer\":\"k\",\"url\":\"https://k.example\",\"bearer_token_file\":\"/t\","
+         "\"token_review\":{\"url\":\"http://k.example\"}}",
+         NULL, 0, "token_review.url: must be an https:// URL"},
+        {"{\"issuer\":\"k\",\"url\":\"https://k.example\",\"bearer_token_file\":\"/t\","
+         "\"token_review\":{\"url\":\"https://k.example/?a=b\"}}",
+         NULL, 0, "token_review.url: must be an https:// URL"},
+        {"{\"issuer\":\"k\",\"url\":\"https://k.example\",\"bearer_token_file\":\"/t\","
+         "\"token_review\":{\"cache_seconds\":61}}",
+         NULL, 0, "token_review.cache_seconds: an integer from 0 to 60"},
+        {"{\"issuer\":\"k\",\"url\":\"https://k.example\",\"bearer_token_file\":\"/t\","
+         "\"token_review\":{\"cache_seconds\":-1}}",
+         NULL, 0, "token_review.cache_seconds"},
+        {"{\"issuer\":\"k\",\"url\":\"https://k.example\",\"bearer_token_file\":\"/t\","
+         "\"token_review\":{\"cache_seconds\":\"5s\"}}",
+         NULL, 0, "token_review.cache_seconds"},
+        {"{\"issuer\":\"k\",\"url\":\"https://k.example\",\"bearer_token_file\":\"/t\","
+         "\"token_review\":{\"audiences\":[\"x\"]}}",
+         NULL, 0, "token_review: unknown field \"audiences\""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct issuer_cfg c;
+        char err[256];
+        enum broker_err e = parse_issuer(cases[i].doc, &c, err, sizeof(err));
+        if (cases[i].error != NULL) {
+            if (e == BROKER_OK || strncmp(err, cases[i].error, strlen(cases[i].error)) != 0)
+                fail_msg("case %zu: expected \"%s\", got %d \"%s\"", i, cases[i].error, (int)e, err);
+            continue;
+        }
+        if (e != BROKER_OK)
+            fail_msg("case %zu: %s", i, err);
+        if (cases[i].url == NULL) {
+            assert_null(c.token_review_url);
+        } else {
+            assert_string_equal(c.token_review_url, cases[i].url);
+            assert_int_equal(c.token_review_cache_s, cases[i].cache_s);
+        }
+        policy_issuer_clear(&c);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cache),
+        cmocka_unit_test(test_cache_eviction),
+        cmocka_unit_test(test_cache_expiry),
+        cmocka_unit_test(test_cache_key),
+        cmocka_unit_test(test_request_body),
+        cmocka_unit_test(test_parse_response),
+        cmocka_unit_test(test_read_bearer),
+        cmocka_unit_test(test_check_without_threads),
+        cmocka_unit_test(test_start_stop),
+        cmocka_unit_test(test_stop_aborts),
+        cmocka_unit_test(test_document),
+    };
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    curl_global_cleanup();
+    return rc;
+}
