@@ -752,6 +752,31 @@ static void test_bearer_token_file(void **state)
         override(*t, NULL);
 }
 
+/* A policy reload that names another bearer_token_file fetches at once instead of waiting out
+ * the back-off (the operator just fixed the credential). */
+static void test_bearer_file_change_fetches_now(void **state)
+{
+    (void)state;
+    char gone[700], good[700];
+    snprintf(gone, sizeof(gone), "%s/bchg-missing.token", g_dir);
+    snprintf(good, sizeof(good), "%s/bchg.token", g_dir);
+    unlink(gone);
+    write_file(good, "tokC\n", 5);
+    override("bchg", "require_bearer=tokC");
+    const char *url = url_of("bchg");
+    sync_ok(json_pack("[o]", bearer_doc("bchg", gone)));
+    struct issuer_status st = wait_failures(url, 2, 6000); /* 1 s back-off, the next is 2 s away */
+    assert_string_equal(st.last_result, "credentials");
+    int64_t t0 = mono_ms();
+    sync_ok(json_pack("[o]", bearer_doc("bchg", good)));
+    wait_keys(url);
+    assert_true(mono_ms() - t0 < 1500);
+    assert_true(issuers_status(url, &st));
+    assert_int_equal(st.fetch_ok, 1);
+    assert_int_equal(st.fetch_failed, 2);
+    override("bchg", NULL);
+}
+
 static void test_cache_control_parser(void **state)
 {
     (void)state;
@@ -1078,6 +1103,7 @@ int main(void)
         cmocka_unit_test(test_removed_while_fetching),
         cmocka_unit_test(test_stop_answers_pending_callbacks),
         cmocka_unit_test(test_bearer_token_file),
+        cmocka_unit_test(test_bearer_file_change_fetches_now),
         cmocka_unit_test(test_cache_control_parser),
         cmocka_unit_test(test_cache_control_sets_refresh),
         cmocka_unit_test(test_too_many_keys),
