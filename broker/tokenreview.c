@@ -146,7 +146,7 @@ static bool read_bearer(const char *path, char *buf, size_t cap, size_t *len)
     bool ok = false;
     struct stat st;
     size_t n = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not stall a review thread */
     if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
         goto out;
     while (n < cap) {
