@@ -206,6 +206,9 @@ static void test_read_bearer(void **state)
     unlink(p);
     assert_false(read_bearer(p, buf, sizeof(buf), &len)); /* missing */
     assert_false(read_bearer("/tmp", buf, sizeof(buf), &len)); /* not a file */
+    assert_int_equal(mkfifo(p, 0600), 0);
+    assert_false(read_bearer(p, buf, sizeof(buf), &len)); /* a FIFO without a writer: refused, not a hang */
+    unlink(p);
 }
 
 static void on_cb(void *arg, enum tokenreview_result r)
