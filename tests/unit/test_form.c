@@ -293,6 +293,303 @@ static void test_json_limits(void **state)
     free(s);
 }
 
+/* ---- Differential test: the previous urlencoded parser, kept verbatim as the reference. The
+ * word-at-a-time pct_decode in form.c must accept and refuse exactly the same bodies and produce
+ * the same fields. ---- */
+
+static int old_hex_val(uint8_t c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static enum broker_err old_pct_decode(const uint8_t *in, size_t n, char *out, size_t *out_len)
+{
+    size_t o = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = in[i];
+        if (c == '+') {
+            c = ' ';
+        } else if (c == '%') {
+            int hi, lo;
+            if (n - i < 3 || (hi = old_hex_val(in[i + 1])) < 0 || (lo = old_hex_val(in[i + 2])) < 0)
+                return BROKER_ERR_BAD_REQUEST;
+            c = (uint8_t)(hi << 4 | lo);
+            i += 2;
+        }
+        if (c == '\0')
+            return BROKER_ERR_BAD_REQUEST;
+        out[o++] = (char)c;
+    }
+    *out_len = o;
+    return BROKER_OK;
+}
+
+static enum broker_err old_add_field(struct form *out, const char *name, size_t name_len, char *value, size_t len)
+{
+    struct form_field *fl;
+
+    if (name_len == 0 || name_len > BROKER_MAX_FORM_NAME || len > BROKER_MAX_FORM_VALUE ||
+        memchr(name, '\0', name_len) != NULL)
+        return BROKER_ERR_BAD_REQUEST;
+    for (size_t i = 0; i < out->n; i++)
+        if (strlen(out->f[i].name) == name_len && memcmp(out->f[i].name, name, name_len) == 0)
+            return BROKER_ERR_BAD_REQUEST;
+    if (out->n == BROKER_MAX_FORM_FIELDS)
+        return BROKER_ERR_BAD_REQUEST;
+    fl = &out->f[out->n++];
+    memcpy(fl->name, name, name_len);
+    fl->name[name_len] = '\0';
+    fl->value = value;
+    fl->len = len;
+    return BROKER_OK;
+}
+
+static enum broker_err old_form_parse(const uint8_t *p, size_t len, struct form *out, char *scratch,
+                                      size_t scratch_cap)
+{
+    char name[BROKER_MAX_FORM_NAME];
+    size_t pos = 0, used = 0;
+    enum broker_err err = BROKER_OK;
+
+    out->n = 0;
+    while (pos < len) {
+        const uint8_t *pair = p + pos, *amp = memchr(pair, '&', len - pos);
+        size_t plen = amp ? (size_t)(amp - pair) : len - pos;
+        const uint8_t *eq = memchr(pair, '=', plen);
+        size_t nlen_enc = eq ? (size_t)(eq - pair) : plen;
+        size_t nlen, vlen;
+
+        pos += plen + 1;
+        if (plen == 0)
+            continue;
+        if (nlen_enc == 0) {
+            err = BROKER_ERR_BAD_REQUEST;
+            break;
+        }
+        if (plen > scratch_cap - used) {
+            err = BROKER_ERR_INTERNAL;
+            break;
+        }
+        if ((err = old_pct_decode(pair, nlen_enc, scratch + used, &nlen)) != BROKER_OK)
+            break;
+        if (nlen > BROKER_MAX_FORM_NAME) {
+            err = BROKER_ERR_BAD_REQUEST;
+            break;
+        }
+        memcpy(name, scratch + used, nlen);
+        if (eq == NULL)
+            vlen = 0;
+        else if ((err = old_pct_decode(eq + 1, plen - nlen_enc - 1, scratch + used, &vlen)) != BROKER_OK)
+            break;
+        scratch[used + vlen] = '\0';
+        if ((err = old_add_field(out, name, nlen, scratch + used, vlen)) != BROKER_OK)
+            break;
+        used += vlen + 1;
+    }
+    if (err != BROKER_OK)
+        out->n = 0;
+    return err;
+}
+
+struct fdiff_counts {
+    unsigned long cases, ok, bad, internal;
+};
+
+/* Old and new on one body (copied to the heap at exactly len bytes) with scratch of exactly cap
+ * bytes: same code, same fields in the same order, same names, lengths and value bytes. */
+static void fdiff_one(const uint8_t *body, size_t len, size_t cap, struct fdiff_counts *c)
+{
+    uint8_t *p = malloc(len ? len : 1);
+    char *sa = malloc(cap ? cap : 1), *sb = malloc(cap ? cap : 1);
+    struct form fa, fb;
+    assert_true(p && sa && sb);
+    memcpy(p, body, len);
+    fb.n = 99;
+    enum broker_err ea = old_form_parse(p, len, &fa, sa, cap);
+    enum broker_err eb = form_parse(p, len, &fb, sb, cap);
+    if (ea != eb || fa.n != fb.n)
+        fail_msg("form differs: len %zu cap %zu: old %s/%zu new %s/%zu", len, cap, broker_strerror(ea), fa.n,
+                 broker_strerror(eb), fb.n);
+    for (size_t i = 0; i < fa.n; i++) {
+        if (strcmp(fa.f[i].name, fb.f[i].name) != 0 || fa.f[i].len != fb.f[i].len ||
+            memcmp(fa.f[i].value, fb.f[i].value, fa.f[i].len + 1) != 0)
+            fail_msg("form field %zu differs: len %zu", i, len);
+    }
+    c->cases++;
+    c->ok += ea == BROKER_OK;
+    c->bad += ea == BROKER_ERR_BAD_REQUEST;
+    c->internal += ea == BROKER_ERR_INTERNAL;
+    free(p);
+    free(sa);
+    free(sb);
+}
+
+static uint64_t fdiff_rng = 0x9e3779b97f4a7c15ull; /* fixed seed: failures reproduce */
+
+static uint64_t fdiff_next(void)
+{
+    fdiff_rng ^= fdiff_rng << 13;
+    fdiff_rng ^= fdiff_rng >> 7;
+    fdiff_rng ^= fdiff_rng << 17;
+    return fdiff_rng;
+}
+
+static void test_diff_short_exhaustive(void **state)
+{
+    /* escapes (valid and not, both cases), separators, NUL, plain text, bytes below ',' that are
+     * not special ('*', ' '), non-ASCII */
+    static const uint8_t few[] = {'%', '+', '&', '=', '\0', '0', '2', '9', 'a', 'f',
+                                  'g', 'A', 'F', 'G', 'x', ' ', '*', '.', 0x80, 0xff};
+    const size_t nf = sizeof(few);
+    struct fdiff_counts c = {0};
+    uint8_t in[4] = {0};
+    (void)state;
+    fdiff_one(in, 0, 0, &c);
+    for (int x = 0; x < 256; x++) {
+        in[0] = (uint8_t)x;
+        fdiff_one(in, 1, 1, &c);
+        for (int y = 0; y < 256; y++) {
+            in[1] = (uint8_t)y;
+            fdiff_one(in, 2, 2, &c);
+        }
+    }
+    for (size_t x = 0; x < nf; x++)
+        for (size_t y = 0; y < nf; y++)
+            for (size_t z = 0; z < nf; z++) {
+                in[0] = few[x], in[1] = few[y], in[2] = few[z];
+                fdiff_one(in, 3, 3, &c);
+                for (size_t w = 0; w < nf; w++) {
+                    in[3] = few[w];
+                    fdiff_one(in, 4, 4, &c);
+                    fdiff_one(in, 4, 2, &c); /* short scratch: INTERNAL at the same pair */
+                }
+            }
+    print_message("form exhaustive short: %lu cases (%lu ok, %lu bad, %lu internal)\n", c.cases, c.ok, c.bad,
+                  c.internal);
+    assert_true(c.cases >= 1 + 256 + 65536 + 8000 + 2 * 160000);
+    assert_true(c.ok > 10000 && c.bad > 10000 && c.internal > 1000);
+}
+
+/* Each byte value at each position of a body whose components are long enough for the
+ * word-at-a-time scan, a special byte in every lane of a word and in the byte-wise tail. */
+static void test_diff_every_byte_every_position(void **state)
+{
+    static const char base[] = "subject_token=eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln&scope=read+wr%69te&aud=x%2Fy";
+    uint8_t in[sizeof(base)];
+    struct fdiff_counts c = {0};
+    const size_t len = sizeof(base) - 1;
+    (void)state;
+    memcpy(in, base, len);
+    fdiff_one(in, len, len, &c);
+    assert_int_equal(c.ok, 1);
+    for (size_t pos = 0; pos < len; pos++) {
+        for (int v = 0; v < 256; v++) {
+            in[pos] = (uint8_t)v;
+            fdiff_one(in, len, len, &c);
+        }
+        in[pos] = (uint8_t)base[pos];
+    }
+    assert_true(c.ok > 10000 && c.bad > 1000);
+}
+
+/* Random bodies of 0-300 bytes: structured pairs with repeated names half the time, arbitrary
+ * pieces otherwise; escapes valid, truncated or broken, '%00', raw NULs and high bytes. */
+static void test_diff_random(void **state)
+{
+    static const char plain[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~*";
+    static const char hexd[] = "0123456789abcdefABCDEF";
+    static const char *const names[] = {"a",     "b",        "c",        "d",    "grant_type", "subject_token",
+                                        "scope", "audience", "resource", "a%62", "%61"};
+    struct fdiff_counts c = {0};
+    uint8_t in[300];
+    (void)state;
+    for (int it = 0; it < 200000; it++) {
+        size_t len = (size_t)(fdiff_next() % (sizeof(in) + 1)), n = 0;
+        bool structured = it % 2 == 0;
+        uint64_t noise = (uint64_t[]){0, 0, 500, 60, 8}[fdiff_next() % 5]; /* 1 in noise pieces is junk */
+        while (n < len) {
+            uint64_t r = fdiff_next();
+            if (structured && (n == 0 || in[n - 1] == '&')) {
+                const char *nm = names[r % (sizeof(names) / sizeof(names[0]))];
+                for (size_t k = 0; nm[k] && n < len; k++)
+                    in[n++] = (uint8_t)nm[k];
+                if (n < len)
+                    in[n++] = '=';
+                continue;
+            }
+            switch ((r >> 8) % 16) {
+            case 0:
+                in[n++] = '+';
+                break;
+            case 1:
+            case 2:
+                in[n++] = '%';
+                for (int k = 0; k < 2 && n < len; k++)
+                    in[n++] = noise && (r >> (16 + 8 * k)) % noise == 0 ? 'g' /* not hex */
+                                                                      : (uint8_t)hexd[(r >> (16 + 8 * k)) % (sizeof(hexd) - 1)];
+                break;
+            case 3:
+                in[n++] = (structured ? (r >> 16) % 8 == 0 : (r >> 16) % 3 == 0) ? '&' : '=';
+                break;
+            default:
+                if (noise && (r >> 32) % noise == 0) {
+                    static const uint8_t junk[] = {'\0', '%', '&', '=', 0x80, 0xff, ' ', '\n'};
+                    in[n++] = (r >> 40) % 2 ? junk[(r >> 44) % sizeof(junk)] : (uint8_t)(r >> 48);
+                } else {
+                    in[n++] = (uint8_t)plain[(r >> 16) % (sizeof(plain) - 1)];
+                }
+            }
+        }
+        size_t cap = it % 11 == 0 && len > 0 ? (size_t)(fdiff_next() % len) : len;
+        fdiff_one(in, len, cap, &c);
+    }
+    print_message("form random: %lu cases (%lu ok, %lu bad, %lu internal)\n", c.cases, c.ok, c.bad, c.internal);
+    assert_int_equal(c.cases, 200000);
+    assert_true(c.ok > 30000 && c.bad > 30000 && c.internal > 1000);
+}
+
+/* A real exchange body: the GitHub Actions token as subject_token, URNs percent-encoded. */
+static void test_diff_real_body(void **state)
+{
+    size_t tlen = 0;
+    char *tok = test_read_file("github-actions/gha_2022-08-05_varunsh-coder_actions-playground.jwt", 1, &tlen);
+    struct fdiff_counts c = {0};
+    (void)state;
+    assert_non_null(tok);
+    while (tlen > 0 && (tok[tlen - 1] == '\n' || tok[tlen - 1] == '\r'))
+        tlen--;
+    size_t cap = tlen + 512;
+    char *body = malloc(cap);
+    assert_non_null(body);
+    int n = snprintf(body, cap,
+                     "grant_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Agrant-type%%3Atoken-exchange&subject_token=%.*s"
+                     "&subject_token_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Atoken-type%%3Aid_token"
+                     "&audience=https%%3A%%2F%%2Fbroker.example.com&scope=read+write",
+                     (int)tlen, tok);
+    assert_true(n > 0 && (size_t)n < cap);
+    fdiff_one((const uint8_t *)body, (size_t)n, (size_t)n, &c);
+    assert_int_equal(c.ok, 1);
+    struct form f;
+    assert_int_equal(parse_n(body, (size_t)n, false, &f), BROKER_OK);
+    assert_int_equal(f.n, 5);
+    assert_field(&f, "audience", "https://broker.example.com");
+    size_t vlen = 0;
+    const char *v = form_get(&f, "subject_token", &vlen);
+    assert_non_null(v);
+    assert_int_equal(vlen, tlen);
+    assert_memory_equal(v, tok, tlen);
+    form_release(&f);
+    free(body);
+    free(tok);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -305,6 +602,10 @@ int main(void)
         cmocka_unit_test(test_scratch),
         cmocka_unit_test(test_json),
         cmocka_unit_test(test_json_limits),
+        cmocka_unit_test(test_diff_short_exhaustive),
+        cmocka_unit_test(test_diff_every_byte_every_position),
+        cmocka_unit_test(test_diff_random),
+        cmocka_unit_test(test_diff_real_body),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
