@@ -102,7 +102,8 @@ static const struct jwks *on_keys(void *arg, const struct issuer_cfg *c)
         free(doc);
     } else {
         struct issuers_fetch_out out = {0};
-        enum issuers_fetch_result r = issuers_fetch(c->url, c->jwks_uri, c->ca_file, NULL, &out);
+        const struct issuers_fetch_src src = {c->url, c->jwks_uri, c->ca_file, c->bearer_token_file};
+        enum issuers_fetch_result r = issuers_fetch_from(&src, NULL, &out);
         if (r == ISSUERS_FETCH_OK)
             k->jwks = out.jwks;
         else
