@@ -136,17 +136,20 @@ ok() {
         ((.ext // {}) as $e | $want | with_entries(.value = $e[.key]) | tojson)' <<<"$claims")"
 }
 id_doc() { jq -s --arg id "$1" '.[] | select(.identity == $id)' "$P"/*.identity.json; }
-# deny NAME TOKEN IDENTITY FAILED ACTUAL: 400 invalid_grant; the audit explains it (the first failed
-# condition of the identity's policy and the value the token carried)
+# deny NAME TOKEN IDENTITY FAILED EXPECTED ACTUAL [MORE]: 400 invalid_grant, and the audit record explains
+# it: in the identity's trust policy exactly one condition failed, FAILED, wanting EXPECTED, given ACTUAL
+# (MORE: "; CONDITION EXPECTED => ACTUAL" of further failed conditions, when a test changes two claims)
 deny() {
-  local name=$1 tok=$2 id=$3 failed=$4 actual=$5 rid rec
+  local name=$1 tok=$2 id=$3 failed=$4 expected=$5 actual=$6 more=${7:-} rec
   xchg "$tok" "$id"
   t_eq "$name: refused (400 invalid_grant)" "400 invalid_grant" "$CODE $(jq -r .error <<<"$BODY")"
-  rid=$(jq -r .request_id <<<"$BODY")
-  rec=$(audit "$rid")
-  t_eq "$name: the audit record explains it" "denied no_matching_policy $id $failed $actual" \
-    "$(jq -r --arg id "$id" '"\(.result) \(.reason) " + ([.explanation.policies[] | select(.identity == $id) |
-        "\(.identity) \(.first_failed) \(.conditions[] | select(.result == false) | .actual | if type == "string" then . else tojson end)"] | first // "none")' <<<"$rec")"
+  LAST_RID=$(jq -r .request_id <<<"$BODY")
+  rec=$(audit "$LAST_RID")
+  t_eq "$name: the audit record explains it" "denied no_matching_policy $id $failed: $failed $expected => $actual$more" \
+    "$(jq -r --arg id "$id" 'def s: if type == "string" then . else tojson end;
+        "\(.result) \(.reason) " + ([.explanation.policies[] | select(.identity == $id) | "\(.identity) \(.first_failed): " +
+        ([.conditions[] | select(.result == false) | "\(.condition) \(.expected | s) => \(.actual | s)"] | join("; "))] |
+        first // "no policy of \($id) explained")' <<<"$rec")"
 }
 # other_issuer NAME TOKEN IDENTITY ISSUER: verified as ISSUER's token, but IDENTITY trusts another issuer
 other_issuer() {
@@ -171,7 +174,11 @@ seen() {
     jq -e --arg k "$1 $2" '(.requests[$k] // 0) > 0' <<<"$st" >/dev/null || miss+=("$1$2")
     shift 2
   done
-  if [ ${#miss[@]} -eq 0 ]; then t_ok "$name"; else t_fail "$name" "never requested: ${miss[*]}" "requested: $(jq -c .requests <<<"$st")"; fi
+  if [ ${#miss[@]} -eq 0 ]; then
+    t_ok "$name"
+  else
+    t_fail "$name" "never requested: ${miss[*]}" "requested: $(jq -c .requests <<<"$st")"
+  fi
 }
 # the issuer URLs (iss) of the platforms
 read -r K8S GHES GHE GHC GL GLS GO EKS AWS < <("${PI[@]}" url kubernetes github-server github-enterprise \
@@ -183,9 +190,12 @@ ok "Kubernetes RS256 (keys at /openid/v1/jwks, ca_file, bearer_token_file)" "$(M
 ok "Kubernetes ES256" "$(MINT kubernetes --alg ES256)" example-k8s-batch "$K8S" '{}'
 deny "Kubernetes: service account uid" \
   "$(MINT kubernetes --claims '{"kubernetes.io":{"serviceaccount":{"uid":"9a0e4c1d-0000-4f3e-8c5a-6d1b0e2f4a87"}}}')" \
-  example-k8s-batch "claims./kubernetes.io/serviceaccount/uid" 9a0e4c1d-0000-4f3e-8c5a-6d1b0e2f4a87
-deny "Kubernetes: same uid in another namespace" "$(MINT kubernetes --claims '{"sub":"system:serviceaccount:batch2:report-runner","kubernetes.io":{"namespace":"batch2"}}')" \
-  example-k8s-batch subject system:serviceaccount:batch2:report-runner
+  example-k8s-batch "claims./kubernetes.io/serviceaccount/uid" 9a0e4c1d-2b7f-4f3e-8c5a-6d1b0e2f4a87 \
+  9a0e4c1d-0000-4f3e-8c5a-6d1b0e2f4a87
+deny "Kubernetes: same uid in another namespace" \
+  "$(MINT kubernetes --claims '{"sub":"system:serviceaccount:batch2:report-runner","kubernetes.io":{"namespace":"batch2"}}')" \
+  example-k8s-batch subject system:serviceaccount:batch:report-runner system:serviceaccount:batch2:report-runner \
+  "; claims./kubernetes.io/namespace batch => batch2"
 seen "Kubernetes: keys from /openid/v1/jwks (no discovery)" kubernetes.default.svc.cluster.local /openid/v1/jwks
 t_eq "Kubernetes: every key fetch carried bearer_token_file's token (none without, none wrong)" "true 0 0" \
   "$(ctl "$CTL/stats" | jq -r '"\(.auth.ok > 0) \(.auth.missing) \(.auth.wrong)"')"
@@ -205,41 +215,48 @@ ROTATE_AT=$(date +%s) # the other platforms run while the refetch cool-down pass
 # ---------------------------------------------------------------- GitHub Actions
 ok "GHES (ghes_host)" "$(MINT github-server)" example-github-deploy "$GHES" '{"repo":"acme/app","run":"14144996512"}'
 deny "GHES: repository_id of another repository" "$(MINT github-server --claims '{"repository_id":"123456780"}')" \
-  example-github-deploy claims.repository_id 123456780
+  example-github-deploy claims.repository_id 123456789 123456780
 deny "GHES: repository_owner_id of another owner (renamed organization)" \
-  "$(MINT github-server --claims '{"repository_owner_id":"987655"}')" example-github-deploy claims.repository_owner_id 987655
-seen "GHES: discovery and JWKS under /_services/token on the GHES host" github.acme.example /_services/token/.well-known/openid-configuration github.acme.example /_services/token/.well-known/jwks
+  "$(MINT github-server --claims '{"repository_owner_id":"987655"}')" \
+  example-github-deploy claims.repository_owner_id 987654 987655
+seen "GHES: discovery and JWKS under /_services/token on the GHES host" \
+  github.acme.example /_services/token/.well-known/openid-configuration github.acme.example /_services/token/.well-known/jwks
 
 ok "GitHub enterprise issuer (enterprise)" "$(MINT github-enterprise)" example-github-enterprise-deploy "$GHE" '{}'
 deny "enterprise: repository_id" "$(MINT github-enterprise --claims '{"repository_id":"223344557"}')" \
-  example-github-enterprise-deploy claims.repository_id 223344557
+  example-github-enterprise-deploy claims.repository_id 223344556 223344557
 deny "enterprise: repository_owner_id" "$(MINT github-enterprise --claims '{"repository_owner_id":"7654322"}')" \
-  example-github-enterprise-deploy claims.repository_owner_id 7654322
+  example-github-enterprise-deploy claims.repository_owner_id 7654321 7654322
 # same keys, same claims, but the github.com iss: the enterprise's trust policy never matches
 other_issuer "enterprise: the same token issued by github.com (not the enterprise issuer) is refused" \
   "$(MINT github-enterprise --iss "$GHC")" example-github-enterprise-deploy github-com
-seen "enterprise: discovery and JWKS under /acme-corp" token.actions.githubusercontent.com /acme-corp/.well-known/openid-configuration token.actions.githubusercontent.com /acme-corp/.well-known/jwks
+seen "enterprise: discovery and JWKS under /acme-corp" token.actions.githubusercontent.com \
+  /acme-corp/.well-known/openid-configuration token.actions.githubusercontent.com /acme-corp/.well-known/jwks
 
-ok "github.com (preset default url)" "$(MINT github-actions)" example-github-com-deploy "$GHC" '{"repo":"acme/app","run":"14144996512"}'
+ok "github.com (preset default url)" "$(MINT github-actions)" example-github-com-deploy "$GHC" \
+  '{"repo":"acme/app","run":"14144996512"}'
 deny "github.com: repository_id" "$(MINT github-actions --claims '{"repository_id":"999999999"}')" \
-  example-github-com-deploy claims.repository_id 999999999
+  example-github-com-deploy claims.repository_id 123456789 999999999
 deny "github.com: repository_owner_id" "$(MINT github-actions --claims '{"repository_owner_id":"1"}')" \
-  example-github-com-deploy claims.repository_owner_id 1
+  example-github-com-deploy claims.repository_owner_id 987654 1
 
 # ---------------------------------------------------------------- GitLab
 ok "gitlab.com" "$(MINT gitlab)" example-gitlab-deploy "$GL" '{"project":"acme/app","pipeline":"1520000001"}'
 deny "gitlab.com: project_id (a transferred or recreated project)" "$(MINT gitlab --claims '{"project_id":"42424243"}')" \
-  example-gitlab-deploy claims.project_id 42424243
+  example-gitlab-deploy claims.project_id 42424242 42424243
 deny "gitlab.com: namespace_id" "$(MINT gitlab --claims '{"namespace_id":"7654321"}')" \
-  example-gitlab-deploy claims.namespace_id 7654321
+  example-gitlab-deploy claims.namespace_id 1234567 7654321
 deny "gitlab.com: an unprotected main" "$(MINT gitlab --claims '{"ref_protected":"false"}')" \
-  example-gitlab-deploy claims.ref_protected false
-seen "gitlab.com: JWKS at /oauth/discovery/keys" gitlab.com /.well-known/openid-configuration gitlab.com /oauth/discovery/keys
+  example-gitlab-deploy claims.ref_protected true false
+seen "gitlab.com: discovery, JWKS at /oauth/discovery/keys" gitlab.com /.well-known/openid-configuration \
+  gitlab.com /oauth/discovery/keys
+seen "self-managed: discovery, JWKS at /oauth/discovery/keys" gitlab.acme.example /.well-known/openid-configuration \
+  gitlab.acme.example /oauth/discovery/keys
 ok "GitLab self-managed (url)" "$(MINT gitlab-self-managed)" example-gitlab-sm-deploy "$GLS" '{"project":"acme/app"}'
 deny "self-managed: project_id" "$(MINT gitlab-self-managed --claims '{"project_id":"1"}')" \
-  example-gitlab-sm-deploy claims.project_id 1
+  example-gitlab-sm-deploy claims.project_id 42424242 1
 deny "self-managed: namespace_id" "$(MINT gitlab-self-managed --claims '{"namespace_id":"2"}')" \
-  example-gitlab-sm-deploy claims.namespace_id 2
+  example-gitlab-sm-deploy claims.namespace_id 1234567 2
 other_issuer "self-managed: a gitlab.com token with the same claims is refused" "$(MINT gitlab)" \
   example-gitlab-sm-deploy gitlab-com
 
@@ -247,18 +264,21 @@ other_issuer "self-managed: a gitlab.com token with the same claims is refused" 
 ok "Google (format=full ID token; email_verified is a JSON true)" "$(MINT google)" example-gcp-worker "$GO" '{}'
 deny "Google: another numeric sub (service account deleted and recreated, same email)" \
   "$(MINT google --claims '{"sub":"104776112345678909999","azp":"104776112345678909999"}')" \
-  example-gcp-worker subject 104776112345678909999
+  example-gcp-worker subject 104776112345678901234 104776112345678909999
 deny "Google: email_verified false" "$(MINT google --claims '{"email_verified":false}')" \
-  example-gcp-worker claims.email_verified false
-seen "Google: jwks_uri on another host (www.googleapis.com/oauth2/v3/certs)" accounts.google.com /.well-known/openid-configuration www.googleapis.com /oauth2/v3/certs
+  example-gcp-worker claims.email_verified true false
+seen "Google: jwks_uri on another host (www.googleapis.com/oauth2/v3/certs)" \
+  accounts.google.com /.well-known/openid-configuration www.googleapis.com /oauth2/v3/certs
 
 # ---------------------------------------------------------------- AWS EKS
 ok "EKS (url)" "$(MINT aws-eks)" example-eks-payments "$EKS" '{"pod":"payments-api-7c9d8f6b5-x2kqz"}'
 deny "EKS: service account uid (account recreated under the same name)" \
   "$(MINT aws-eks --claims '{"kubernetes.io":{"serviceaccount":{"uid":"00000000-8d4b-4e0a-9b6c-5f2d1e0a7b93"}}}')" \
-  example-eks-payments "claims./kubernetes.io/serviceaccount/uid" 00000000-8d4b-4e0a-9b6c-5f2d1e0a7b93
+  example-eks-payments "claims./kubernetes.io/serviceaccount/uid" 3c1f2a7e-8d4b-4e0a-9b6c-5f2d1e0a7b93 \
+  00000000-8d4b-4e0a-9b6c-5f2d1e0a7b93
 EKS_PATH=${EKS#https://oidc.eks.eu-west-1.amazonaws.com}
-seen "EKS: discovery and JWKS at /id/<ID>/keys" oidc.eks.eu-west-1.amazonaws.com "$EKS_PATH/.well-known/openid-configuration" \
+seen "EKS: discovery and JWKS at /id/<ID>/keys" \
+  oidc.eks.eu-west-1.amazonaws.com "$EKS_PATH/.well-known/openid-configuration" \
   oidc.eks.eu-west-1.amazonaws.com "$EKS_PATH/keys"
 
 # ---------------------------------------------------------------- AWS outbound identity federation
@@ -268,10 +288,14 @@ ok "AWS outbound ES384" "$(MINT aws-outbound --alg ES384)" example-aws-lambda "$
 for alg in RS256 ES384; do
   deny "AWS outbound $alg: aws_account (a look-alike role in another account)" \
     "$(MINT aws-outbound --alg $alg --claims "{$AWSNS:{\"aws_account\":\"210987654321\"}}")" \
-    example-aws-lambda "claims./https:~1~1sts.amazonaws.com~1/aws_account" 210987654321
+    example-aws-lambda "claims./https:~1~1sts.amazonaws.com~1/aws_account" 123456789012 210987654321
 done
+show=$("$BROKER_BIN" audit show "$LAST_RID" 2>&1)
+NL=$'\n'
+t_match "broker audit show: the nested aws_account condition, expected and actual" \
+  "denied \(no_matching_policy\).*/https:~1~1sts.amazonaws.com~1/aws_account[^$NL]*123456789012[^$NL]*210987654321" "$show"
 deny "AWS outbound: org_id" "$(MINT aws-outbound --claims "{$AWSNS:{\"org_id\":\"o-zzz9999999\"}}")" \
-  example-aws-lambda "claims./https:~1~1sts.amazonaws.com~1/org_id" o-zzz9999999
+  example-aws-lambda "claims./https:~1~1sts.amazonaws.com~1/org_id" o-abc1234567 o-zzz9999999
 seen "AWS outbound: discovery and JWKS at /.well-known/jwks.json" "${AWS#https://}" /.well-known/openid-configuration \
   "${AWS#https://}" /.well-known/jwks.json
 
@@ -283,7 +307,8 @@ refused "an EKS token signed by another cluster's key (Kubernetes) is refused" "
 refused "a GitHub token signed with the GHES key is refused" "$(MINT github-actions --key ghes)" unknown_kid
 refused "an AWS outbound token signed ES256 (not an AWS algorithm) is refused" \
   "$(MINT aws-outbound --key k8s-es256 --alg ES256)" alg_not_allowed
-refused "an EKS token signed ES256 (preset: RS256 only) is refused" "$(MINT aws-eks --key k8s-es256 --alg ES256)" alg_not_allowed
+refused "an EKS token signed ES256 (preset: RS256 only) is refused" "$(MINT aws-eks --key k8s-es256 --alg ES256)" \
+  alg_not_allowed
 refused "a Google token signed with the GitLab key under Google's kid is refused" \
   "$(MINT google --key gitlab --kid "$(jq -r .google "$PID_DIR/kids.json")")" bad_signature
 
