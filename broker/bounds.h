@@ -59,7 +59,6 @@
 /* Kubernetes TokenReview (tokenreview.c) */
 #define BROKER_TOKEN_REVIEW_TIMEOUT_MS 3000 /* one review, connect included */
 #define BROKER_TOKEN_REVIEW_MAX_RESPONSE 65536
-#define BROKER_TOKEN_REVIEW_MAX_BEARER 16384 /* the bearer_token_file */
 #define BROKER_TOKEN_REVIEW_QUEUE_MAX 256  /* distinct reviews waiting or running; above it: unavailable */
 #define BROKER_TOKEN_REVIEW_CACHE_MAX 4096 /* cached answers (4-way sets, the soonest to expire evicted) */
 

@@ -15,6 +15,7 @@
 #include <openssl/evp.h>
 #include "bounds.h"
 #include "issuers_fetch.h"
+#include "bearer.h"
 #include "jwt.h"
 
 #define ISSUERS_FETCH_CONNECT_TIMEOUT_MS 2000
@@ -200,55 +201,20 @@ int64_t issuers_fetch_refresh_s(int64_t max_age_s)
  * with a newline), anything but visible ASCII refused (no header injection, no surprises). */
 static enum issuers_fetch_result bearer_header(const char *path, char **line)
 {
-    enum issuers_fetch_result r = ISSUERS_FETCH_CREDENTIALS;
-    size_t pre = sizeof(AUTH_PREFIX) - 1, cap = pre + BROKER_MAX_BEARER_FILE_BYTES + 1;
+    size_t pre = sizeof(AUTH_PREFIX) - 1, cap = pre + BROKER_MAX_BEARER_FILE_BYTES + 1, n = 0;
     char *buf = malloc(cap + 1);
-    size_t n = 0;
-    int fd = -1;
     *line = NULL;
-    if (buf == NULL) {
-        r = ISSUERS_FETCH_INTERNAL;
-        goto out;
-    }
-    /* O_NONBLOCK and a regular file only: a FIFO or device must not stall a fetcher thread */
-    struct stat sb;
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) < 0 || fstat(fd, &sb) != 0 ||
-        !S_ISREG(sb.st_mode))
-        goto out;
-    while (pre + n < cap) {
-        ssize_t k = read(fd, buf + pre + n, cap - pre - n);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k < 0)
-            goto out;
-        if (k == 0)
-            break;
-        n += (size_t)k;
-    }
-    if (n > BROKER_MAX_BEARER_FILE_BYTES)
-        goto out;
-    while (n > 0 && (buf[pre + n - 1] == '\n' || buf[pre + n - 1] == '\r' || ows(buf[pre + n - 1])))
-        n--;
-    if (n == 0)
-        goto out;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)buf[pre + i];
-        if (c <= 0x20 || c >= 0x7f)
-            goto out;
+    if (buf == NULL)
+        return ISSUERS_FETCH_INTERNAL;
+    if (!bearer_file_read(path, buf + pre, BROKER_MAX_BEARER_FILE_BYTES + 1, &n)) {
+        OPENSSL_cleanse(buf, cap + 1);
+        free(buf);
+        return ISSUERS_FETCH_CREDENTIALS;
     }
     memcpy(buf, AUTH_PREFIX, pre);
     buf[pre + n] = '\0';
     *line = buf;
-    buf = NULL;
-    r = ISSUERS_FETCH_OK;
-out:
-    if (buf != NULL) {
-        OPENSSL_cleanse(buf, cap + 1);
-        free(buf);
-    }
-    if (fd >= 0)
-        close(fd);
-    return r;
+    return ISSUERS_FETCH_OK;
 }
 
 static void bearer_free(char *line)

@@ -17,6 +17,7 @@
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include "bearer.h"
 #include "bounds.h"
 #include "jwt.h"
 #include "log.h"
@@ -138,43 +139,6 @@ static bool cache_key(const char *url, const char *audience, const char *token, 
 }
 
 /* ------------------------------------------------------------------ one review over HTTPS */
-
-/* The bearer token, re-read for every review: projected service-account tokens rotate. Trailing
- * whitespace is dropped; what remains must be visible ASCII (it goes into a header). */
-static bool read_bearer(const char *path, char *buf, size_t cap, size_t *len)
-{
-    bool ok = false;
-    struct stat st;
-    size_t n = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not stall a review thread */
-    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
-        goto out;
-    while (n < cap) {
-        ssize_t got = read(fd, buf + n, cap - n);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0)
-            goto out;
-        if (got == 0)
-            break;
-        n += (size_t)got;
-    }
-    if (n == cap) /* cap is BROKER_TOKEN_REVIEW_MAX_BEARER + 1: too large */
-        goto out;
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
-        n--;
-    if (n == 0)
-        goto out;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)buf[i] < 0x21 || (unsigned char)buf[i] > 0x7e)
-            goto out;
-    *len = n;
-    ok = true;
-out:
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
 
 /* {"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{"token":T,"audiences":[A]}}.
  * The token is a compact JWS (verified): only base64url characters and dots, so it needs no escaping;
@@ -326,7 +290,7 @@ static _Atomic uint64_t counts[TOKENREVIEW__COUNT], cache_hits;
 static enum tokenreview_result review_perform(CURL *h, const struct review *rv, long *status)
 {
     enum tokenreview_result r;
-    char bearer[sizeof("Authorization: Bearer ") + BROKER_TOKEN_REVIEW_MAX_BEARER + 1];
+    char bearer[sizeof("Authorization: Bearer ") + BROKER_MAX_BEARER_FILE_BYTES + 1];
     const size_t pre = sizeof("Authorization: Bearer ") - 1;
     size_t blen = 0, body_len = 0;
     struct curl_slist *hdrs = NULL, *tmp;
@@ -341,7 +305,7 @@ static enum tokenreview_result review_perform(CURL *h, const struct review *rv, 
     b->len = 0;
     b->too_large = false;
     r = TOKENREVIEW_ERR_BEARER;
-    if (!read_bearer(rv->bearer_file, bearer + pre, BROKER_TOKEN_REVIEW_MAX_BEARER + 1, &blen))
+    if (!bearer_file_read(rv->bearer_file, bearer + pre, BROKER_MAX_BEARER_FILE_BYTES + 1, &blen))
         goto out;
     bearer[pre + blen] = '\0';
     r = TOKENREVIEW_ERR_INTERNAL;

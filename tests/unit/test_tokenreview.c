@@ -176,38 +176,38 @@ static const char *write_tmp(const char *content, size_t len)
     return path;
 }
 
-static void test_read_bearer(void **state)
+static void test_bearer_file_read(void **state)
 {
     (void)state;
-    char buf[BROKER_TOKEN_REVIEW_MAX_BEARER + 1];
+    char buf[BROKER_MAX_BEARER_FILE_BYTES + 1];
     size_t len = 0;
     const char *p = write_tmp("abc.def-ghi\n", 12);
-    assert_true(read_bearer(p, buf, sizeof(buf), &len));
+    assert_true(bearer_file_read(p, buf, sizeof(buf), &len));
     assert_int_equal(len, 11);
     assert_memory_equal(buf, "abc.def-ghi", 11);
     p = write_tmp("tok \r\n\t", 7);
-    assert_true(read_bearer(p, buf, sizeof(buf), &len));
+    assert_true(bearer_file_read(p, buf, sizeof(buf), &len));
     assert_int_equal(len, 3);
     p = write_tmp("\n\n", 2);
-    assert_false(read_bearer(p, buf, sizeof(buf), &len)); /* empty */
+    assert_false(bearer_file_read(p, buf, sizeof(buf), &len)); /* empty */
     p = write_tmp("a\nb", 3);
-    assert_false(read_bearer(p, buf, sizeof(buf), &len)); /* a header injection */
+    assert_false(bearer_file_read(p, buf, sizeof(buf), &len)); /* a header injection */
     p = write_tmp("a b", 3);
-    assert_false(read_bearer(p, buf, sizeof(buf), &len));
-    char *big = malloc(BROKER_TOKEN_REVIEW_MAX_BEARER + 1);
+    assert_false(bearer_file_read(p, buf, sizeof(buf), &len));
+    char *big = malloc(BROKER_MAX_BEARER_FILE_BYTES + 1);
     assert_non_null(big);
-    memset(big, 'x', BROKER_TOKEN_REVIEW_MAX_BEARER + 1);
-    p = write_tmp(big, BROKER_TOKEN_REVIEW_MAX_BEARER);
-    assert_true(read_bearer(p, buf, sizeof(buf), &len));
-    assert_int_equal(len, BROKER_TOKEN_REVIEW_MAX_BEARER);
-    p = write_tmp(big, BROKER_TOKEN_REVIEW_MAX_BEARER + 1);
-    assert_false(read_bearer(p, buf, sizeof(buf), &len)); /* too large */
+    memset(big, 'x', BROKER_MAX_BEARER_FILE_BYTES + 1);
+    p = write_tmp(big, BROKER_MAX_BEARER_FILE_BYTES);
+    assert_true(bearer_file_read(p, buf, sizeof(buf), &len));
+    assert_int_equal(len, BROKER_MAX_BEARER_FILE_BYTES);
+    p = write_tmp(big, BROKER_MAX_BEARER_FILE_BYTES + 1);
+    assert_false(bearer_file_read(p, buf, sizeof(buf), &len)); /* too large */
     free(big);
     unlink(p);
-    assert_false(read_bearer(p, buf, sizeof(buf), &len)); /* missing */
-    assert_false(read_bearer("/tmp", buf, sizeof(buf), &len)); /* not a file */
+    assert_false(bearer_file_read(p, buf, sizeof(buf), &len)); /* missing */
+    assert_false(bearer_file_read("/tmp", buf, sizeof(buf), &len)); /* not a file */
     assert_int_equal(mkfifo(p, 0600), 0);
-    assert_false(read_bearer(p, buf, sizeof(buf), &len)); /* a FIFO without a writer: refused, not a hang */
+    assert_false(bearer_file_read(p, buf, sizeof(buf), &len)); /* a FIFO without a writer: refused, not a hang */
     unlink(p);
 }
 
@@ -410,7 +410,7 @@ int main(void)
         cmocka_unit_test(test_cache_key),
         cmocka_unit_test(test_request_body),
         cmocka_unit_test(test_parse_response),
-        cmocka_unit_test(test_read_bearer),
+        cmocka_unit_test(test_bearer_file_read),
         cmocka_unit_test(test_check_without_threads),
         cmocka_unit_test(test_start_stop),
         cmocka_unit_test(test_stop_aborts),
