@@ -8,8 +8,9 @@
  * value already shifted to where it lands in a big-endian word (bits 31..8), so the word is the
  * three output bytes followed by a zero byte. A character outside the alphabet yields B64_BAD in
  * the low byte instead, which no valid character sets: errors are OR-accumulated and tested once.
- * Table lookups index on the input, which is fine: decode only ever sees tokens and public JWK
- * members (n, e, x, y), never secret material. */
+ * Table lookups index on the input (not constant-time), which is fine: the broker decodes
+ * tokens and public JWK members (n, e, x, y); an "oct" JWK's secret "k" is only decoded under
+ * JWKS_ALLOW_SYMMETRIC, which the broker never sets (RFC vectors in tests). */
 #define B64_BAD 1u
 #define B64_VAL(c)                                                                                               \
     ((c) >= 'A' && (c) <= 'Z'   ? (c) - 'A'                                                                      \
