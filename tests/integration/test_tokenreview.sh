@@ -77,6 +77,9 @@ t2=$(TOK k8s app)
 t_eq "another token of the same pod is reviewed on its own" "200 $((n0 + 2))" "$(CODE "$t2") $(REVIEWS)"
 sleep 2.3
 t_eq "after cache_seconds the token is reviewed again" "200 $((n0 + 3))" "$(CODE "$t1") $(REVIEWS)"
+metrics=$(curl -fsS "$BROKER_URL/metrics")
+t_match "/metrics counts the reviews by result" 'broker_token_review_total\{result="authenticated"\} [1-9]' "$metrics"
+t_match "/metrics counts the answers served from the cache" 'broker_token_review_cache_hits_total [1-9]' "$metrics"
 
 # ---------------------------------------------------------------- a deleted pod
 gone=$(TOK k8s gone)
