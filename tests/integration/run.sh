@@ -424,5 +424,6 @@ suite "admin API (identities, issuers, ETags, audit listing, replicas)" env BROK
 suite "three replicas: propagation within 1 s, revocation everywhere, restart mid-change" env BROKER_BIN="$BROKER_BIN" "$ROOT/tests/integration/test_replicas.sh"
 suite "broker exchange / broker run against fake CI and cloud metadata endpoints" env BROKER_BIN="$BROKER_BIN" "$ROOT/tests/integration/test_client.sh"
 suite "broker policy test (explain) with the real GitHub tokens" env BROKER_BIN="$BROKER_BIN" "$ROOT/tests/integration/test_cli_explain.sh"
+suite "Kubernetes TokenReview against a fake API server (cache, deleted pod, fail closed)" env BROKER_BIN="$BROKER_BIN" "$ROOT/tests/integration/test_tokenreview.sh"
 
 t_summary integration
