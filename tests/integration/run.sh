@@ -425,5 +425,6 @@ suite "three replicas: propagation within 1 s, revocation everywhere, restart mi
 suite "broker exchange / broker run against fake CI and cloud metadata endpoints" env BROKER_BIN="$BROKER_BIN" "$ROOT/tests/integration/test_client.sh"
 suite "broker policy test (explain) with the real GitHub tokens" env BROKER_BIN="$BROKER_BIN" "$ROOT/tests/integration/test_cli_explain.sh"
 suite "Kubernetes TokenReview against a fake API server (cache, deleted pod, fail closed)" env BROKER_BIN="$BROKER_BIN" "$ROOT/tests/integration/test_tokenreview.sh"
+suite "every issuer preset against its platform's layout and the example documents" "$ROOT/tests/integration/test_presets.sh" "$BROKER_BIN"
 
 t_summary integration
