@@ -75,7 +75,8 @@ enum lint_iss lint_issuer_kind(const json_t *doc)
         return ISS_GITLAB;
     if (url && (strcmp(url, LINT_GOOGLE_URL) == 0 || strcmp(url, "accounts.google.com") == 0))
         return ISS_GOOGLE;
-    if (lint_prefix(url, "https://oidc.eks.") && strstr(url, ".amazonaws.com/id/"))
+    if (lint_prefix(url, "https://oidc.eks.") &&
+        (strstr(url, ".amazonaws.com/id/") || strstr(url, ".amazonaws.com.cn/id/")))
         return ISS_EKS;
     if (lint_prefix(url, "https://") && lint_suffix(url, ".tokens.sts.global.api.aws"))
         return ISS_AWS_OUTBOUND;

@@ -44,7 +44,8 @@ static bool doc_eat(const char **s, const char *lit)
     return true;
 }
 
-/* https://oidc.eks.<region>.amazonaws.com/id/<ID>: region like "eu-west-1", ID upper-case hex/alnum. */
+/* https://oidc.eks.<region>.amazonaws.com/id/<ID> (".amazonaws.com.cn" in the China partition):
+ * region like "eu-west-1", ID upper-case hex/alnum. */
 static bool doc_eks_url(const char *s)
 {
     size_t n = 0;
@@ -55,7 +56,7 @@ static bool doc_eks_url(const char *s)
     if (n == 0 || n > 32 || s[0] == '-' || s[n - 1] == '-')
         return false;
     s += n;
-    if (!doc_eat(&s, ".amazonaws.com/id/"))
+    if (!doc_eat(&s, ".amazonaws.com/id/") && !doc_eat(&s, ".amazonaws.com.cn/id/"))
         return false;
     for (n = 0; (s[n] >= 'A' && s[n] <= 'Z') || (s[n] >= '0' && s[n] <= '9'); n++)
         ;

@@ -546,6 +546,10 @@ static void test_issuer_presets(void **state)
         {"{\"issuer\": \"a\", \"preset\": \"aws-eks\", \"url\": "
          "\"https://oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE\"}",
          "https://oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE", rs, NULL, NULL},
+        /* the China partition */
+        {"{\"issuer\": \"a\", \"preset\": \"aws-eks\", \"url\": "
+         "\"https://oidc.eks.cn-north-1.amazonaws.com.cn/id/EXAMPLED539D4633E53DE1B71EXAMPLE\"}",
+         "https://oidc.eks.cn-north-1.amazonaws.com.cn/id/EXAMPLED539D4633E53DE1B71EXAMPLE", rs, NULL, NULL},
         {"{\"issuer\": \"a\", \"preset\": \"aws-outbound\", \"url\": "
          "\"https://8c5f0a3e-4b8e-4f0a-9d3c-2f1e6a7b9c01.tokens.sts.global.api.aws\"}",
          "https://8c5f0a3e-4b8e-4f0a-9d3c-2f1e6a7b9c01.tokens.sts.global.api.aws",
