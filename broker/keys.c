@@ -746,14 +746,35 @@ static struct keys_sign_ctx *keys_sign_ctx_get(EVP_PKEY *pkey)
     return c;
 }
 
+/* One DER INTEGER of an ECDSA-Sig-Value (X9.62) into 32 big-endian bytes. OpenSSL wrote it, but it
+ * is parsed strictly anyway: short-form length, positive, minimal, at most 32 value bytes. */
+static bool keys_der_int32(const uint8_t **p, const uint8_t *end, uint8_t out[32])
+{
+    const uint8_t *q = *p;
+    if (end - q < 3 || q[0] != 0x02 || q[1] == 0 || q[1] > 33 || end - q - 2 < q[1])
+        return false;
+    size_t n = q[1];
+    const uint8_t *v = q + 2;
+    if (v[0] & 0x80)
+        return false; /* negative */
+    if (n > 1 && v[0] == 0 && !(v[1] & 0x80))
+        return false; /* not minimal */
+    if (v[0] == 0 && n > 1)
+        v++, n--;
+    if (n > 32)
+        return false;
+    memset(out, 0, 32 - n);
+    memcpy(out + 32 - n, v, n);
+    *p = q + 2 + q[1];
+    return true;
+}
+
 enum broker_err keys_sign(const struct signing_key *k, const uint8_t *msg, size_t len, uint8_t sig[64])
 {
     uint8_t digest[32], der[80];
     unsigned int dlen = 0;
     size_t der_len = sizeof(der);
-    const unsigned char *dp = der;
-    ECDSA_SIG *es = NULL;
-    const BIGNUM *r, *s;
+    const uint8_t *dp = der, *end;
     enum broker_err rc = BROKER_ERR_INTERNAL;
     struct keys_sign_ctx *c;
 
@@ -764,17 +785,18 @@ enum broker_err keys_sign(const struct signing_key *k, const uint8_t *msg, size_
         return BROKER_ERR_NOMEM;
     if (EVP_Digest(msg, len, digest, &dlen, c->sha256, NULL) != 1 || dlen != sizeof(digest))
         goto out;
-    if (EVP_PKEY_sign(c->pctx, der, &der_len, digest, sizeof(digest)) != 1)
+    if (EVP_PKEY_sign(c->pctx, der, &der_len, digest, sizeof(digest)) != 1 || der_len > sizeof(der))
         goto out;
-    es = d2i_ECDSA_SIG(NULL, &dp, (long)der_len);
-    if (!es || dp != der + der_len)
+    /* SEQUENCE { INTEGER r, INTEGER s } to JWS's r || s (RFC 7518 §3.4), without d2i_ECDSA_SIG's
+     * four allocations and constant-time BN_bn2binpad (the signature is public) */
+    end = der + der_len;
+    if (der_len < 2 || der[0] != 0x30 || der[1] != der_len - 2)
         goto out;
-    ECDSA_SIG_get0(es, &r, &s);
-    if (BN_bn2binpad(r, sig, 32) != 32 || BN_bn2binpad(s, sig + 32, 32) != 32)
+    dp = der + 2;
+    if (!keys_der_int32(&dp, end, sig) || !keys_der_int32(&dp, end, sig + 32) || dp != end)
         goto out;
     rc = BROKER_OK;
 out:
-    ECDSA_SIG_free(es);
     if (rc != BROKER_OK)
         OPENSSL_cleanse(sig, 64);
     return rc;

@@ -603,6 +603,29 @@ static void test_sign_verifies_and_tamper_fails(void **state)
     keys_free(r);
 }
 
+/* r and s shorter than 32 bytes (a leading zero byte, about 1 in 128 signatures) come out
+ * left-padded and verify: 2,000 signatures all verify and include such a short value. */
+static void test_sign_short_integers(void **state)
+{
+    struct fx *f = *state;
+    char kid[KEYS_KID_MAX + 1];
+    struct keyring *r = NULL;
+    uint8_t sig[64];
+    const uint8_t msg[] = "header.payload";
+    int short_values = 0;
+    gen_one(f, kid);
+    assert_int_equal(keys_load(f->dir, T0, &r), BROKER_OK);
+    for (int i = 0; i < 2000; i++) {
+        assert_int_equal(keys_sign(r->active, msg, sizeof(msg) - 1, sig), BROKER_OK);
+        if (sig[0] == 0 || sig[32] == 0) {
+            short_values++;
+            expect_sig_verifies(r->active->pkey, msg, sizeof(msg) - 1, sig);
+        }
+    }
+    assert_true(short_values > 0);
+    keys_free(r);
+}
+
 struct sign_job {
     const struct keyring *ring;
     int failures;
@@ -695,6 +718,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_publication_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mismatched_keypair_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stray_files_ignored, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sign_short_integers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sign_verifies_and_tamper_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sign_concurrent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sign_across_reload, setup, teardown),
