@@ -15,26 +15,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
-#include "apply.h"
+#include "admin_int.h"
 #include "b64.h"
 #include "bounds.h"
-#include "explain.h"
-#include "form.h"
-#include "issuers.h"
 #include "jwks.h"
 #include "jwt.h"
 #include "log.h"
-#include "policy.h"
 #include "state.h"
 #include "store.h"
 #include "verify.h"
 #include "worker.h"
 
 #define ADMIN_MAX_ARG 256        /* path segment ({name}, {request_id}) kept for validation */
-#define ADMIN_MAX_QUERY 4096
 #define ADMIN_MAX_HEADER 1024    /* If-Match / If-None-Match */
-#define ADMIN_DEFAULT_LIMIT 100
 #define ADMIN_MAX_INFLIGHT 64     /* admin jobs queued or running, per process */
 #define PRIV_BIT(p) (1u << (unsigned)(p))
 
@@ -61,9 +54,6 @@ enum broker_err admin_token_new(char *out, size_t cap, uint8_t hash[32])
     return BROKER_OK;
 }
 
-enum admin_op {
-    OP_DOC_LIST, OP_DOC_GET, OP_DOC_PUT, OP_DOC_DELETE, OP_AUDIT_LIST, OP_AUDIT_GET, OP_POLICY_TEST, OP_POLICY_APPLY
-};
 static const char *const op_names[] = {"list",      "get",       "put",         "delete",
                                        "audit_list", "audit_get", "policy_test", "policy_apply"};
 
@@ -74,44 +64,12 @@ void admin_init(const char *issuer)
     broker_issuer = issuer;
 }
 
-enum admin_cred {
-    CRED_ADMIN_TOKEN,           /* brk_admin_...: looked up by hash on the worker */
-    CRED_BROKER_TOKEN,          /* reserved: a broker-minted access token, verified on the loop */
-};
+const char *admin_issuer(void)
+{
+    return broker_issuer;
+}
 
-struct admin_job {
-    struct worker_job w;
-    struct http_request *r;     /* NULL once h2o freed the request */
-    struct http_defer *defer;
-    enum admin_op op;
-    enum http_priv priv;        /* what the route requires */
-    const char *kind;           /* "identity" / "issuer" on document routes */
-    enum admin_cred cred;
-    uint8_t hash[32];
-    unsigned privs;             /* PRIV_BIT set of the caller, filled by authentication */
-    char *arg;                  /* path segment after the route prefix; NULL when none or too long */
-    char *query;                /* without '?'; NULL when none */
-    size_t query_len;
-    char *body;
-    size_t body_len;
-    bool json_body;
-    char *if_match, *if_none_match;
-    bool bad_header;            /* a precondition header over ADMIN_MAX_HEADER */
-    /* outcome, written on the worker */
-    char who[BROKER_MAX_NAME_LEN + 16];
-    int status;
-    const char *error;          /* error code (static) when resp is NULL */
-    char desc[1100];
-    const char *www_auth;       /* static */
-    char etag[STORE_ETAG_HEX + 3];
-    char location[64 + BROKER_MAX_NAME_LEN];
-    const char *change;         /* static */
-    char *resp;                 /* JSON body, malloc'ed */
-};
-
-static void job_fail(struct admin_job *j, int status, const char *error, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void job_fail(struct admin_job *j, int status, const char *error, const char *fmt, ...)
+void admin_job_fail(struct admin_job *j, int status, const char *error, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -122,23 +80,23 @@ static void job_fail(struct admin_job *j, int status, const char *error, const c
 }
 
 /* A store failure other than the expected outcomes. */
-static void job_store_fail(struct admin_job *j, struct store *st, enum broker_err e)
+void admin_job_store_fail(struct admin_job *j, struct store *st, enum broker_err e)
 {
     if (e == BROKER_ERR_NOMEM) {
-        job_fail(j, 500, "server_error", "out of memory");
+        admin_job_fail(j, 500, "server_error", "out of memory");
         return;
     }
     log_msg(LOG_WARN, "admin_db_error", "op=%s reason=%s detail=\"%s\"", op_names[j->op], broker_strerror(e),
             store_last_error(st));
-    job_fail(j, 503, "temporarily_unavailable", "the database is unreachable");
+    admin_job_fail(j, 503, "temporarily_unavailable", "the database is unreachable");
 }
 
-static void job_json(struct admin_job *j, int status, json_t *o)
+void admin_job_json(struct admin_job *j, int status, json_t *o)
 {
     j->resp = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (j->resp == NULL)
-        job_fail(j, 500, "server_error", "out of memory");
+        admin_job_fail(j, 500, "server_error", "out of memory");
     else
         j->status = status;
 }
@@ -159,7 +117,7 @@ static bool admin_authorize(struct store *st, struct admin_job *j)
     char name[BROKER_MAX_NAME_LEN + 1];
 
     if (st == NULL || !store_connected(st)) {
-        job_fail(j, 503, "temporarily_unavailable", "the database is unreachable");
+        admin_job_fail(j, 503, "temporarily_unavailable", "the database is unreachable");
         return false;
     }
     switch (j->cred) {
@@ -168,7 +126,7 @@ static bool admin_authorize(struct store *st, struct admin_job *j)
         if (e == BROKER_ERR_UNAUTHORIZED)
             break;
         if (e != BROKER_OK) {
-            job_store_fail(j, st, e);
+            admin_job_store_fail(j, st, e);
             return false;
         }
         snprintf(j->who, sizeof(j->who), "admin-token:%s", name);
@@ -182,12 +140,12 @@ static bool admin_authorize(struct store *st, struct admin_job *j)
     }
     if (j->who[0] == '\0') {
         j->www_auth = "Bearer error=\"invalid_token\"";
-        job_fail(j, 401, "invalid_token", "the bearer token is not a valid admin token");
+        admin_job_fail(j, 401, "invalid_token", "the bearer token is not a valid admin token");
         return false;
     }
     if (j->priv != PRIV_NONE && (j->privs & PRIV_BIT(j->priv)) == 0) {
         j->www_auth = "Bearer error=\"insufficient_scope\"";
-        job_fail(j, 403, "insufficient_scope", "the bearer token lacks the privilege this route requires");
+        admin_job_fail(j, 403, "insufficient_scope", "the bearer token lacks the privilege this route requires");
         return false;
     }
     return true;
@@ -209,523 +167,6 @@ static bool name_ok(const char *s)
     return true;
 }
 
-static bool request_id_ok(const char *s, size_t n)
-{
-    if (n == 0 || n > 64)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' || c == '_'))
-            return false;
-    }
-    return true;
-}
-
-/* "*" or a list of entity-tags (RFC 9110 §8.8.3), parsed in place. Strong tags go to tags[];
- * weak ones too when weak_ok (If-None-Match compares weakly), else they are dropped (If-Match
- * compares strongly: a weak tag never matches). false when malformed or too many. */
-static bool etag_list_parse(char *s, bool weak_ok, bool *any, const char **tags, size_t *n)
-{
-    size_t seen = 0;
-    char *p = s;
-    *any = false;
-    *n = 0;
-    while (*p == ' ' || *p == '\t')
-        p++;
-    if (p[0] == '*') {
-        p++;
-        while (*p == ' ' || *p == '\t')
-            p++;
-        *any = true;
-        return *p == '\0';
-    }
-    for (;;) {
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        if (*p == '\0')
-            break;
-        bool weak = p[0] == 'W' && p[1] == '/';
-        if (weak)
-            p += 2;
-        if (*p != '"')
-            return false;
-        char *start = ++p;
-        while (*p != '\0' && *p != '"') {
-            if ((unsigned char)*p < 0x21 || *p == 0x7f)
-                return false;
-            p++;
-        }
-        if (*p != '"')
-            return false;
-        *p++ = '\0';
-        seen++;
-        if (!weak || weak_ok) {
-            if (*n == STORE_PRECOND_MAX_TAGS)
-                return false;
-            tags[(*n)++] = start;
-        }
-        while (*p == ' ' || *p == '\t')
-            p++;
-        if (*p != '\0' && *p != ',')
-            return false;
-    }
-    return seen > 0;
-}
-
-static bool precond_parse(struct admin_job *j, struct store_precond *pre)
-{
-    memset(pre, 0, sizeof(*pre));
-    if (j->bad_header) {
-        job_fail(j, 400, "invalid_request", "If-Match / If-None-Match is too long");
-        return false;
-    }
-    if (j->if_match != NULL) {
-        pre->if_match = true;
-        if (!etag_list_parse(j->if_match, false, &pre->match_any, pre->match, &pre->nmatch)) {
-            job_fail(j, 400, "invalid_request", "If-Match must be * or a list of quoted ETags");
-            return false;
-        }
-    }
-    if (j->if_none_match != NULL) {
-        pre->if_none_match = true;
-        if (!etag_list_parse(j->if_none_match, true, &pre->none_any, pre->none, &pre->nnone)) {
-            job_fail(j, 400, "invalid_request", "If-None-Match must be * or a list of quoted ETags");
-            return false;
-        }
-    }
-    return true;
-}
-
-static bool digits(const char *s, size_t n, int *out)
-{
-    int v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return true;
-}
-
-/* RFC 3339 date-time: 2024-05-01T12:00:00Z, optional fraction, Z or ±hh:mm. */
-static bool rfc3339_ok(const char *s, size_t n)
-{
-    static const int mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    int y, mo, d, h, mi, sec, oh, om;
-    if (n < 20 || n > 40 || !digits(s, 4, &y) || s[4] != '-' || !digits(s + 5, 2, &mo) || s[7] != '-' ||
-        !digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't') || !digits(s + 11, 2, &h) || s[13] != ':' ||
-        !digits(s + 14, 2, &mi) || s[16] != ':' || !digits(s + 17, 2, &sec))
-        return false;
-    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap) || h > 23 ||
-        mi > 59 || sec > 60)
-        return false;
-    size_t i = 19;
-    if (s[i] == '.') {
-        size_t f = ++i;
-        while (i < n && s[i] >= '0' && s[i] <= '9')
-            i++;
-        if (i == f || i - f > 9)
-            return false;
-    }
-    if (i < n && (s[i] == 'Z' || s[i] == 'z'))
-        return i + 1 == n;
-    return i + 6 == n && (s[i] == '+' || s[i] == '-') && digits(s + i + 1, 2, &oh) && s[i + 3] == ':' &&
-           digits(s + i + 4, 2, &om) && oh <= 23 && om <= 59;
-}
-
-/* Decimal in [lo, hi], digits only. */
-static bool int_param(const char *s, size_t n, int64_t lo, int64_t hi, int64_t *out)
-{
-    int64_t v = 0;
-    if (n == 0 || n > 18)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (s[i] - '0');
-    }
-    if (v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
-/* ---- documents ---- */
-
-static const char *kind_path(const char *kind)
-{
-    return strcmp(kind, "identity") == 0 ? "/v1/identities/" : "/v1/issuers/";
-}
-
-/* The serving set's copy of a document, NULL when it has none. */
-static const json_t *served_doc(const struct policy_set *s, const char *kind, const char *name)
-{
-    if (strcmp(kind, "identity") == 0) {
-        const struct identity *id = policy_set_identity_by_name(s, name);
-        return id ? id->doc : NULL;
-    }
-    const struct issuer_cfg *c = policy_set_issuer_by_name(s, name);
-    return c ? c->doc : NULL;
-}
-
-/* After a committed change: reload this replica now and wait (bounded) until it serves the
- * change, so the caller's next exchange here uses it; other replicas follow within a second.
- * text: the stored document, NULL after a delete. false when it is not served in time (e.g. the
- * reload refused the set: the broker log says why). */
-static bool await_served(const char *kind, const char *name, const char *text)
-{
-    json_error_t jerr;
-    json_t *want = text ? json_loads(text, 0, &jerr) : NULL;
-    bool served = false;
-    if (text != NULL && want == NULL)
-        return false;
-    state_kick();
-    for (int waited = 0; !served && waited <= ADMIN_SERVE_WAIT_MS; waited += 5) {
-        struct policy_set *s = state_policy_get();
-        if (s != NULL) {
-            const json_t *have = served_doc(s, kind, name);
-            served = want ? have != NULL && json_equal(have, want) : have == NULL;
-            policy_set_unref(s);
-        }
-        if (!served) {
-            struct timespec ts = {0, 5 * 1000000L};
-            nanosleep(&ts, NULL);
-        }
-    }
-    json_decref(want);
-    return served;
-}
-
-/* The check run on the whole resulting set inside the write transaction. */
-static enum broker_err check_set(void *arg, const json_t *issuers, const json_t *identities, char *err, size_t errlen)
-{
-    (void)arg;
-    struct policy_set *set = NULL;
-    enum broker_err e = policy_set_build(issuers, identities, &set, err, errlen);
-    if (set != NULL)
-        policy_set_unref(set);
-    return e;
-}
-
-/* Files named by an issuer document are read by every replica: through the API there is no
- * document directory to resolve a relative path against, and a path no replica can read would
- * make every reload refuse the whole set. */
-static bool issuer_files_ok(struct admin_job *j, const json_t *doc)
-{
-    static const char *const keys[] = {"jwks_file", "ca_file", "bearer_token_file"};
-    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-        const char *v = json_string_value(json_object_get(doc, keys[i]));
-        if (v == NULL)
-            continue;
-        if (v[0] != '/') {
-            job_fail(j, 400, "invalid_request", "%s: must be an absolute path on the broker hosts", keys[i]);
-            return false;
-        }
-        if (access(v, R_OK) != 0) {
-            job_fail(j, 400, "invalid_request", "%s: not readable by the broker", keys[i]);
-            return false;
-        }
-    }
-    return true;
-}
-
-static void doc_list(struct store *st, struct admin_job *j)
-{
-    json_t *items = NULL;
-    enum broker_err e = store_doc_list(st, j->kind, &items);
-    if (e != BROKER_OK) {
-        job_store_fail(j, st, e);
-        return;
-    }
-    job_json(j, 200, json_pack("{s:o}", "items", items));
-}
-
-static void doc_get(struct store *st, struct admin_job *j)
-{
-    struct store_doc d;
-    struct store_precond pre;
-    if (!precond_parse(j, &pre))
-        return;
-    enum broker_err e = store_doc_get(st, j->kind, j->arg, &d);
-    if (e == BROKER_ERR_NOT_FOUND) {
-        job_fail(j, 404, "not_found", "no %s named %s", j->kind, j->arg);
-        return;
-    }
-    if (e != BROKER_OK) {
-        job_store_fail(j, st, e);
-        return;
-    }
-    snprintf(j->etag, sizeof(j->etag), "\"%s\"", d.etag);
-    bool listed = false;
-    for (size_t i = 0; i < pre.nnone; i++)
-        listed = listed || strcmp(pre.none[i], d.etag) == 0;
-    if (pre.if_none_match && (pre.none_any || listed)) {
-        j->status = 304;
-    } else {
-        j->resp = d.text; /* the stored text itself: the bytes the ETag names */
-        d.text = NULL;
-        j->status = 200;
-    }
-    store_doc_clear(&d);
-}
-
-static void doc_put(struct store *st, struct admin_job *j)
-{
-    struct store_precond pre;
-    struct store_doc_result res;
-    struct store_doc_check check = {check_set, NULL};
-    json_t *doc = NULL;
-
-    memset(&res, 0, sizeof(res));
-    if (!j->json_body) {
-        job_fail(j, 415, "invalid_request", "Content-Type must be application/json");
-        goto out;
-    }
-    doc = j->body_len ? jwt_json_load_strict((const uint8_t *)j->body, j->body_len, BROKER_MAX_JSON_DEPTH) : NULL;
-    if (!json_is_object(doc)) {
-        job_fail(j, 400, "invalid_request",
-                 "the body must be one JSON object (no duplicate keys, nesting at most %d)", BROKER_MAX_JSON_DEPTH);
-        goto out;
-    }
-    const char *kind = policy_doc_kind(doc);
-    if (kind == NULL || strcmp(kind, j->kind) != 0) {
-        job_fail(j, 400, "invalid_request", "the body is not an %s document (it needs \"%s\" and not \"%s\")",
-                 j->kind, j->kind, strcmp(j->kind, "identity") == 0 ? "issuer" : "identity");
-        goto out;
-    }
-    const char *name = json_string_value(json_object_get(doc, j->kind));
-    if (name == NULL || strcmp(name, j->arg) != 0) {
-        job_fail(j, 400, "invalid_request", "the document's \"%s\" must equal the name in the path (%s)", j->kind,
-                 j->arg);
-        goto out;
-    }
-    if ((strcmp(j->kind, "issuer") == 0 && !issuer_files_ok(j, doc)) || !precond_parse(j, &pre))
-        goto out;
-    enum broker_err e = store_doc_put(st, j->who, j->kind, doc, &pre, &check, &res);
-    switch (e) {
-    case BROKER_OK:
-        break;
-    case BROKER_ERR_PRECONDITION_FAILED:
-        job_fail(j, 412, "precondition_failed", "%s", res.err);
-        goto out;
-    case BROKER_ERR_INVALID_DOCUMENT:
-        job_fail(j, 400, "invalid_request", "invalid document, nothing changed: %s", res.err);
-        goto out;
-    default:
-        job_store_fail(j, st, e);
-        goto out;
-    }
-    j->change = res.change;
-    bool created = strcmp(res.change, "created") == 0;
-    bool served = await_served(j->kind, j->arg, res.doc.text);
-    if (!served)
-        log_msg(LOG_WARN, "admin_change_not_served", "kind=%s name=%s", j->kind, j->arg);
-    json_error_t jerr;
-    json_t *stored = json_loads(res.doc.text, 0, &jerr);
-    snprintf(j->etag, sizeof(j->etag), "\"%s\"", res.doc.etag);
-    if (created)
-        snprintf(j->location, sizeof(j->location), "%s%s", kind_path(j->kind), j->arg);
-    job_json(j, created ? 201 : 200,
-             stored ? json_pack("{s:s, s:s, s:s, s:s, s:b, s:o}", "kind", j->kind, "name", j->arg, "change", res.change,
-                                "etag", res.doc.etag, "served", served, "document", stored)
-                    : NULL);
-out:
-    store_doc_clear(&res.doc);
-    json_decref(doc);
-}
-
-static void doc_delete(struct store *st, struct admin_job *j)
-{
-    struct store_precond pre;
-    struct store_doc_result res;
-    struct store_doc_check check = {check_set, NULL};
-
-    memset(&res, 0, sizeof(res));
-    if (!precond_parse(j, &pre))
-        return;
-    enum broker_err e = store_doc_delete(st, j->who, j->kind, j->arg, &pre, &check, &res);
-    switch (e) {
-    case BROKER_OK:
-        j->change = res.change;
-        j->status = 204;
-        if (!await_served(j->kind, j->arg, NULL))
-            log_msg(LOG_WARN, "admin_change_not_served", "kind=%s name=%s", j->kind, j->arg);
-        break;
-    case BROKER_ERR_NOT_FOUND:
-        job_fail(j, 404, "not_found", "no %s named %s", j->kind, j->arg);
-        break;
-    case BROKER_ERR_PRECONDITION_FAILED:
-        job_fail(j, 412, "precondition_failed", "%s", res.err);
-        break;
-    case BROKER_ERR_CONFLICT:
-        job_fail(j, 409, "conflict", "%s", res.err);
-        break;
-    default:
-        job_store_fail(j, st, e);
-    }
-    store_doc_clear(&res.doc);
-}
-
-/* ---- audit ---- */
-
-static void audit_list(struct store *st, struct admin_job *j)
-{
-    struct store_audit_filter f = {.limit = ADMIN_DEFAULT_LIMIT};
-    struct form q;
-    char *scratch = NULL;
-    json_t *items = NULL;
-    int64_t next = 0, v;
-
-    q.n = 0;
-    if (j->query_len > ADMIN_MAX_QUERY) {
-        job_fail(j, 400, "invalid_request", "query string too long");
-        goto out;
-    }
-    if (j->query != NULL) {
-        if ((scratch = malloc(j->query_len + 1)) == NULL) {
-            job_fail(j, 500, "server_error", "out of memory");
-            goto out;
-        }
-        if (form_parse((const uint8_t *)j->query, j->query_len, &q, scratch, j->query_len + 1) != BROKER_OK) {
-            job_fail(j, 400, "invalid_request", "malformed or repeated query parameter");
-            goto out;
-        }
-    }
-    for (size_t i = 0; i < q.n; i++) {
-        const char *n = q.f[i].name, *val = q.f[i].value;
-        size_t len = q.f[i].len;
-        if (strcmp(n, "identity") == 0 && len > 0 && len <= BROKER_MAX_NAME_LEN) {
-            f.identity = val;
-        } else if (strcmp(n, "result") == 0 && (strcmp(val, "issued") == 0 || strcmp(val, "denied") == 0)) {
-            f.result = val;
-        } else if (strcmp(n, "since") == 0 && rfc3339_ok(val, len)) {
-            f.since = val;
-        } else if (strcmp(n, "request_id") == 0 && request_id_ok(val, len)) {
-            f.request_id = val;
-        } else if (strcmp(n, "limit") == 0 && int_param(val, len, 1, STORE_AUDIT_LIST_MAX, &v)) {
-            f.limit = (int)v;
-        } else if (strcmp(n, "cursor") == 0 && int_param(val, len, 1, INT64_MAX, &v)) {
-            f.before_id = v;
-        } else {
-            bool known = strcmp(n, "identity") == 0 || strcmp(n, "result") == 0 || strcmp(n, "since") == 0 ||
-                         strcmp(n, "request_id") == 0 || strcmp(n, "limit") == 0 || strcmp(n, "cursor") == 0;
-            if (known)
-                job_fail(j, 400, "invalid_request",
-                         "bad %s (identity: a name; result: issued or denied; since: RFC 3339 time; request_id: "
-                         "[A-Za-z0-9_-]{1,64}; limit: 1..%d; cursor: a next_cursor value)",
-                         n, STORE_AUDIT_LIST_MAX);
-            else
-                job_fail(j, 400, "invalid_request",
-                         "unknown query parameter (use identity, result, since, request_id, limit, cursor)");
-            goto out;
-        }
-    }
-    enum broker_err e = store_audit_list(st, &f, &items, &next);
-    if (e != BROKER_OK) {
-        job_store_fail(j, st, e);
-        goto out;
-    }
-    char cur[24];
-    snprintf(cur, sizeof(cur), "%lld", (long long)next);
-    job_json(j, 200, json_pack("{s:o, s:o}", "items", items, "next_cursor", next > 0 ? json_string(cur) : json_null()));
-out:
-    free(scratch);
-}
-
-static void audit_get(struct store *st, struct admin_job *j)
-{
-    json_t *rec = NULL;
-    if (j->arg == NULL || !request_id_ok(j->arg, strlen(j->arg))) {
-        job_fail(j, 400, "invalid_request", "request_id must be 1-64 characters of [A-Za-z0-9_-]");
-        return;
-    }
-    enum broker_err e = store_audit_get(st, j->arg, &rec);
-    if (e == BROKER_ERR_NOT_FOUND)
-        job_fail(j, 404, "not_found", "no audit record has that request_id");
-    else if (e != BROKER_OK)
-        job_store_fail(j, st, e);
-    else
-        job_json(j, 200, rec);
-}
-
-struct test_keys {
-    struct issuer_keys *k;
-};
-
-static const struct jwks *on_test_keys(void *ctx, const struct issuer_cfg *issuer)
-{
-    struct test_keys *x = ctx;
-    if (x->k == NULL)
-        x->k = issuers_keys_get(issuer->url); /* the keys this replica serves with; never a fetch */
-    return x->k != NULL ? issuer_keys_jwks(x->k) : NULL;
-}
-
-/* POST /v1/policy/test: the decision and its explanation for a token (or issuer + claims),
- * against the policy set this replica serves. */
-static void policy_test(struct admin_job *j)
-{
-    if (!j->json_body) {
-        job_fail(j, 415, "invalid_request", "Content-Type must be application/json");
-        return;
-    }
-    json_t *body = j->body ? jwt_json_load_strict((const uint8_t *)j->body, j->body_len, BROKER_MAX_JSON_DEPTH) : NULL;
-    struct policy_set *set = state_policy_get();
-    struct test_keys keys = {0};
-    char err[512] = "";
-    int status = 500;
-    json_t *res = NULL;
-    if (!json_is_object(body))
-        job_fail(j, 400, "invalid_request", "the body must be a JSON object: {\"token\"} or {\"issuer\", \"claims\"}");
-    else if (set == NULL)
-        job_fail(j, 503, "temporarily_unavailable", "trust policies are not loaded yet");
-    else if ((res = explain_api(set, body, (int64_t)time(NULL), broker_issuer, on_test_keys, &keys, &status, err,
-                                sizeof(err))) == NULL)
-        job_fail(j, status, status == 400 ? "invalid_request" : "server_error", "%s", err[0] ? err : "internal error");
-    else
-        job_json(j, 200, res);
-    if (keys.k != NULL)
-        issuer_keys_unref(keys.k);
-    if (set != NULL)
-        policy_set_unref(set);
-    json_decref(body);
-}
-
-/* POST /v1/policy/apply: {"issuers":[...], "identities":[...], "prune", "dry_run"} — the GitOps
- * batch of `broker policy apply --server`, validated whole and written in one transaction. */
-static void policy_apply(struct store *st, struct admin_job *j)
-{
-    json_t *body = j->body ? jwt_json_load_strict((const uint8_t *)j->body, j->body_len, BROKER_MAX_JSON_DEPTH) : NULL;
-    json_t *iss = json_object_get(body, "issuers"), *ids = json_object_get(body, "identities");
-    json_t *prune = json_object_get(body, "prune"), *dry = json_object_get(body, "dry_run");
-    json_t *changes = json_array();
-    char err[1024];
-    if (!j->json_body)
-        job_fail(j, 415, "invalid_request", "Content-Type must be application/json");
-    else if (!json_is_object(body) || (iss && !json_is_array(iss)) || (ids && !json_is_array(ids)) ||
-             (prune && !json_is_boolean(prune)) || (dry && !json_is_boolean(dry)) || json_object_size(body) > 4)
-        job_fail(j, 400, "invalid_request",
-                 "the body must be {\"issuers\": [...], \"identities\": [...], \"prune\": bool, \"dry_run\": bool}");
-    else if (changes == NULL)
-        job_fail(j, 500, "server_error", "out of memory");
-    else {
-        enum broker_err e = apply_documents(st, j->who, iss, ids, json_is_true(prune), json_is_true(dry), changes, err,
-                                            sizeof(err));
-        if (e == BROKER_ERR_INVALID_DOCUMENT)
-            job_fail(j, 400, "invalid_request", "refused, nothing changed: %s", err);
-        else if (e != BROKER_OK)
-            job_store_fail(j, st, e);
-        else {
-            if (!json_is_true(dry))
-                state_kick(); /* this replica reloads now; the others within 250 ms */
-            job_json(j, 200, json_pack("{s:O, s:b}", "changes", changes, "dry_run", json_is_true(dry)));
-        }
-    }
-    json_decref(changes);
-    json_decref(body);
-}
-
 /* ---- the job: worker side, then loop side ---- */
 
 static void admin_run(struct store *st, struct worker_job *w)
@@ -735,34 +176,34 @@ static void admin_run(struct store *st, struct worker_job *w)
         return;
     bool named = j->op == OP_DOC_GET || j->op == OP_DOC_PUT || j->op == OP_DOC_DELETE;
     if (named && !name_ok(j->arg)) {
-        job_fail(j, 400, "invalid_request", "the name must be 1-%d characters of [A-Za-z0-9._-]",
-                 BROKER_MAX_NAME_LEN);
+        admin_job_fail(j, 400, "invalid_request", "the name must be 1-%d characters of [A-Za-z0-9._-]",
+                       BROKER_MAX_NAME_LEN);
         return;
     }
     switch (j->op) {
     case OP_DOC_LIST:
-        doc_list(st, j);
+        admin_docs_run_list(st, j);
         break;
     case OP_DOC_GET:
-        doc_get(st, j);
+        admin_docs_run_get(st, j);
         break;
     case OP_DOC_PUT:
-        doc_put(st, j);
+        admin_docs_run_put(st, j);
         break;
     case OP_DOC_DELETE:
-        doc_delete(st, j);
+        admin_docs_run_delete(st, j);
         break;
     case OP_AUDIT_LIST:
-        audit_list(st, j);
+        admin_audit_run_list(st, j);
         break;
     case OP_AUDIT_GET:
-        audit_get(st, j);
+        admin_audit_run_get(st, j);
         break;
     case OP_POLICY_TEST:
-        policy_test(j);
+        admin_policy_run_test(j);
         break;
     case OP_POLICY_APPLY:
-        policy_apply(st, j);
+        admin_policy_run_apply(st, j);
         break;
     }
 }
@@ -945,7 +386,7 @@ static char *header_copy(const h2o_req_t *req, const char *name, bool *too_long,
 
 /* Loop side of every admin route: copy the request into a job and hand it to the worker.
  * prefix: the route prefix before the path argument ("/v1/identities/"), NULL for none. */
-static int admin_submit(struct http_request *r, enum admin_op op, const char *kind, const char *prefix)
+int admin_submit(struct http_request *r, enum admin_op op, const char *kind, const char *prefix)
 {
     h2o_req_t *req = r->req;
     const char *tok;
@@ -1017,68 +458,4 @@ static int admin_submit(struct http_request *r, enum admin_op op, const char *ki
     http_inflight_add(r->loop, 1);
     worker_submit(&j->w);
     return 0;
-}
-
-/* Document routes serve /v1/identities[/...] and /v1/issuers[/...]. */
-static const char *path_kind(const struct http_request *r, const char **prefix)
-{
-    h2o_iovec_t p = r->req->path_normalized;
-    bool ids = p.len >= 14 && memcmp(p.base, "/v1/identities", 14) == 0;
-    *prefix = ids ? "/v1/identities/" : "/v1/issuers/";
-    return ids ? "identity" : "issuer";
-}
-
-int admin_docs_list(struct http_request *r)
-{
-    const char *prefix;
-    const char *kind = path_kind(r, &prefix);
-    return admin_submit(r, OP_DOC_LIST, kind, NULL);
-}
-
-int admin_doc_get(struct http_request *r)
-{
-    const char *prefix;
-    const char *kind = path_kind(r, &prefix);
-    return admin_submit(r, OP_DOC_GET, kind, prefix);
-}
-
-int admin_doc_put(struct http_request *r)
-{
-    const char *prefix;
-    const char *kind = path_kind(r, &prefix);
-    return admin_submit(r, OP_DOC_PUT, kind, prefix);
-}
-
-int admin_doc_delete(struct http_request *r)
-{
-    const char *prefix;
-    const char *kind = path_kind(r, &prefix);
-    return admin_submit(r, OP_DOC_DELETE, kind, prefix);
-}
-
-int admin_doc_method(struct http_request *r)
-{
-    http_add_header(r, "allow", "GET, PUT, DELETE");
-    http_respond_error(r, 405, "invalid_request", "method not allowed");
-    return 0;
-}
-
-int admin_audit_list(struct http_request *r)
-{
-    return admin_submit(r, OP_AUDIT_LIST, NULL, NULL);
-}
-
-int admin_policy_apply(struct http_request *r)
-{
-    return admin_submit(r, OP_POLICY_APPLY, NULL, NULL);
-}
-
-int admin_policy_test(struct http_request *r)
-{
-    return admin_submit(r, OP_POLICY_TEST, NULL, NULL);
-}
-
-int admin_audit_get(struct http_request *r)
-{
-    return admin_submit(r, OP_AUDIT_GET, NULL, "/v1/audit/");
 }
