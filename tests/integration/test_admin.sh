@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Admin API against a throwaway PostgreSQL, the local HTTPS issuer and two `broker serve`
-# replicas: authentication on every route, PUT/GET/DELETE of identities and issuers with ETags
+# replicas: authentication on every route, 403 insufficient_scope for a Broker-minted token without
+# broker:admin (and success with one that has it), PUT/GET/DELETE of identities and issuers with ETags
 # and preconditions (also racing across replicas), whole-set validation, audit_changes rows,
 # GET /v1/audit filters and cursor pagination, and exchanges that use a change at once.
 # Usage: BROKER_BIN=build/broker tests/integration/test_admin.sh   (prints "admin: N passed, N failed")
@@ -98,12 +99,68 @@ for line in "${ROUTES[@]}"; do
   t_eq "$m $p with a revoked admin token: 401" "401" "$(req "$m" "$A$p" -H "authorization: Bearer $REVOKED" "${data[@]}")"
   t_eq "$m $p with an admin token: $want" "$want" "$(req "$m" "$A$p" "${AUTH[@]}" "${data[@]}")"
 done
-echo "# skip: 403 needs a credential without PRIV_ADMIN; every admin token holds it and broker-minted broker:admin tokens are not accepted yet"
 t_eq "HTTP/2: GET /v1/identities/deploy with an admin token" "200" "$(req GET "$A/v1/identities/deploy" --http2-prior-knowledge "${AUTH[@]}")"
 t_eq "POST on a document: 405 with Allow" "405 GET, PUT, DELETE" "$(req POST "$A/v1/identities/deploy" "${AUTH[@]}") $(hdr allow)"
 t_eq "POST on a collection: 405" "405" "$(req POST "$A/v1/identities" "${AUTH[@]}")"
 t_eq "a name outside [A-Za-z0-9._-]: 400" "400" "$(req GET "$A/v1/identities/a%20b" "${AUTH[@]}")"
 t_eq "unknown document: 404" "404 not_found" "$(req GET "$A/v1/identities/nobody" "${AUTH[@]}") $(jq -r .error "$WORK/body")"
+
+# ---------------------------------------------------------------- 403: valid credential, missing privilege
+# Two Broker-minted access tokens for Broker itself (aud = BROKER_ISSUER): one from an identity
+# without scope broker:admin (authenticated, not authorized), one from an identity with it.
+bident() { # NAME SUBJECT SCOPE: an identity whose tokens are for Broker itself
+  printf '{"identity":"%s","scopes":["%s"],"audiences":["https://broker.test"],"trust":[{"name":"p","issuer":"test","subject":{"equals":"%s"}}]}' \
+    "$1" "$3" "$2"
+}
+t_eq "PUT an identity without broker:admin (ci-reader)" "201" "$(put "$A/v1/identities/ci-reader" "$(bident ci-reader repo:acme/reader:ref:refs/heads/main svc:read)")"
+t_eq "PUT an identity with broker:admin (ci-admin)" "201" "$(put "$A/v1/identities/ci-admin" "$(bident ci-admin repo:acme/ciadm:ref:refs/heads/main broker:admin)")"
+t_match "ci-reader exchanges its subject token" '^200 ' "$(exchange_at "$A" "$(tok --sub repo:acme/reader:ref:refs/heads/main)")"
+READER=$(jq -r .access_token "$WORK/xbody")
+t_match "ci-admin exchanges its subject token" '^200 ' "$(exchange_at "$A" "$(tok --sub repo:acme/ciadm:ref:refs/heads/main)")"
+CIADM=$(jq -r .access_token "$WORK/xbody")
+t_eq "the ci-reader token: our iss, Broker among its audiences, no broker:admin" "https://broker.test true svc:read" \
+  "$(jwt_part "$READER" 2 | jq -r '"\(.iss) \([.aud] | flatten | index("https://broker.test") != null) \(.scope)"')"
+t_eq "the ci-admin token: our iss, Broker among its audiences, broker:admin" "https://broker.test true broker:admin" \
+  "$(jwt_part "$CIADM" 2 | jq -r '"\(.iss) \([.aud] | flatten | index("https://broker.test") != null) \(.scope)"')"
+RAUTH=(-H "authorization: Bearer $READER")
+CAUTH=(-H "authorization: Bearer $CIADM")
+t_eq "PUT an identity to work on (scoped)" "201" "$(put "$A/v1/identities/scoped" "$(ident scoped repo:acme/scoped:ref:refs/heads/main)")"
+D_SCOPED2=$(ident scoped repo:acme/scoped:ref:refs/heads/main svc:write)
+POLICY_TEST_BODY=$(jq -cn --arg t "$(tok)" '{token: $t}')
+before_gen=$(gen)
+# METHOD PATH EXPECTED-WITH-BROKER:ADMIN [body]; the order matters (the PUT, then the DELETE)
+ROUTES403=(
+  "GET /v1/identities 200"
+  "GET /v1/identities/scoped 200"
+  "GET /v1/issuers/test 200"
+  "GET /v1/audit 200"
+  "POST /v1/policy/test 200 policytest"
+  "PUT /v1/identities/scoped 200 scoped2"
+  "DELETE /v1/identities/scoped 204"
+)
+for line in "${ROUTES403[@]}"; do
+  read -r m p want b <<<"$line"
+  data=()
+  case ${b:-} in scoped2) data=("${JSONCT[@]}" --data-binary "$D_SCOPED2") ;; policytest) data=("${JSONCT[@]}" --data-binary "$POLICY_TEST_BODY") ;; esac
+  before_set=$(stored_set) before_changes=$(changes)
+  t_eq "$m $p with a Broker token without broker:admin: 403 insufficient_scope" "403 insufficient_scope" \
+    "$(req "$m" "$A$p" "${RAUTH[@]}" "${data[@]}") $(jq -r .error "$WORK/body")"
+  t_eq "…WWW-Authenticate names the error" 'Bearer error="insufficient_scope"' "$(hdr www-authenticate)"
+  t_eq "…the body repeats the request id" "$(hdr x-request-id)" "$(jq -r .request_id "$WORK/body")"
+  t_match "…and says why" 'privilege' "$(jq -r .error_description "$WORK/body")"
+  if [ "$m" = PUT ] || [ "$m" = DELETE ]; then
+    t_eq "…nothing was stored" "$before_set" "$(stored_set)"
+    t_eq "…no audit_changes row" "$before_changes" "$(changes)"
+  fi
+  t_eq "$m $p, the same request with a broker:admin token: $want" "$want" "$(req "$m" "$A$p" "${CAUTH[@]}" "${data[@]}")"
+done
+if [ "$before_gen" != "$(gen)" ]; then t_ok "the broker:admin PUT and DELETE changed the set"; else t_fail "the broker:admin PUT and DELETE changed the set" "generation still $before_gen"; fi
+t_eq "…the only changes to it after its creation, recorded as the Broker token's identity" \
+  "broker-token:ci-admin updated broker-token:ci-admin deleted" \
+  "$(pg_psql "$WORK/pg" -qAtc "select string_agg(who || ' ' || change, ' ' order by id) from audit_changes where what = 'identity/scoped' and change <> 'created'")"
+t_eq "the other replica also answers a Broker token without broker:admin with 403" "403 insufficient_scope" \
+  "$(req GET "$B/v1/identities/deploy" "${RAUTH[@]}") $(jq -r .error "$WORK/body")"
+t_eq "…over HTTP/2 too" "403" "$(req GET "$A/v1/identities/deploy" --http2-prior-knowledge "${RAUTH[@]}")"
 
 # ---------------------------------------------------------------- create, read, update, unchanged
 D1=$(ident api-one repo:acme/one:ref:refs/heads/main)
