@@ -1,5 +1,6 @@
-/* PostgreSQL access. The only file that includes libpq. Blocking calls: use it from
- * background threads or the CLI, never from an event loop. */
+/* PostgreSQL access. store*.c are the only files that include libpq (store_int.h is their
+ * internal header). Blocking calls: use it from background threads or the CLI, never from an
+ * event loop. */
 #ifndef BROKER_STORE_H
 #define BROKER_STORE_H
 #include <stddef.h>
