@@ -542,11 +542,16 @@ enum broker_err store_wait_notify(struct store *st, int timeout_ms, bool *notifi
     if (*notified)
         return BROKER_OK;
     struct pollfd pfd = {.fd = PQsocket(st->conn), .events = POLLIN};
-    if (pfd.fd < 0)
+    if (pfd.fd < 0) {
+        store_fail(st, "listen: no socket", NULL);
+        st->broken = true;
         return BROKER_ERR_DB;
+    }
     int r = poll(&pfd, 1, timeout_ms);
-    if (r < 0 && errno != EINTR)
+    if (r < 0 && errno != EINTR) {
+        snprintf(st->err, sizeof(st->err), "listen: poll: %s", strerror(errno));
         return BROKER_ERR_DB;
+    }
     if (r > 0 && PQconsumeInput(st->conn) != 1) {
         store_fail(st, "listen", NULL);
         st->broken = true;

@@ -208,8 +208,10 @@ enum broker_err store_audit_write(struct store *st, struct audit_record *const *
             res = PQprepare(st->conn, "audit_insert_once", audit_insert_once_sql, STORE_AUDIT_PARAMS + 1, NULL);
             st->audit_prepared = res && PQresultStatus(res) == PGRES_COMMAND_OK;
         }
-        if (!st->audit_prepared)
+        if (!st->audit_prepared) {
             store_fail(st, "audit prepare", res);
+            st->broken = true; /* one of the two may exist now: start over on a new session */
+        }
         PQclear(res);
         if (!st->audit_prepared)
             return BROKER_ERR_DB;
