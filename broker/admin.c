@@ -20,6 +20,7 @@
 #include "bounds.h"
 #include "jwks.h"
 #include "jwt.h"
+#include "lifecycle.h"
 #include "log.h"
 #include "state.h"
 #include "store.h"
@@ -29,7 +30,6 @@
 #define ADMIN_MAX_ARG 256        /* path segment ({name}, {request_id}) kept for validation */
 #define ADMIN_MAX_HEADER 1024    /* If-Match / If-None-Match */
 #define ADMIN_MAX_INFLIGHT 64     /* admin jobs queued or running, per process */
-#define PRIV_BIT(p) (1u << (unsigned)(p))
 
 static atomic_int inflight;
 
@@ -54,8 +54,8 @@ enum broker_err admin_token_new(char *out, size_t cap, uint8_t hash[32])
     return BROKER_OK;
 }
 
-static const char *const op_names[] = {"list",      "get",       "put",         "delete",
-                                       "audit_list", "audit_get", "policy_test", "policy_apply"};
+static const char *const op_names[] = {"list",        "get",          "put",        "delete", "audit_list",
+                                       "audit_get",   "policy_test",  "policy_apply", "introspect", "revoke"};
 
 static const char *broker_issuer; /* default audience of trust policies, for explanations */
 
@@ -111,8 +111,9 @@ static enum http_priv route_priv(const struct http_request *r)
     return r->route != NULL ? r->route->priv : PRIV_ADMIN; /* the route table's column */
 }
 
-/* Who the bearer is and whether it holds j->priv. On false the answer (401, 403, 503) is set. */
-static bool admin_authorize(struct store *st, struct admin_job *j)
+/* Who the bearer is: j->who and j->privs (left empty when the credential does not authenticate).
+ * False, with the answer (503) set, only when the database cannot say. */
+static bool admin_authenticate(struct store *st, struct admin_job *j)
 {
     char name[BROKER_MAX_NAME_LEN + 1];
 
@@ -130,17 +131,28 @@ static bool admin_authorize(struct store *st, struct admin_job *j)
             return false;
         }
         snprintf(j->who, sizeof(j->who), "admin-token:%s", name);
-        j->privs = PRIV_BIT(PRIV_ADMIN); /* an admin token holds every privilege */
+        j->privs = PRIV_BIT(PRIV_ADMIN) | PRIV_BIT(PRIV_INTROSPECT); /* an admin token holds every privilege */
         break;
     }
     case CRED_BROKER_TOKEN:
-        /* verified on the loop (admin_credential): who and privs are already set; a revocation
-         * check by jti would go here */
+        /* verified on the loop (admin_credential, lifecycle_verify: signature, lifetime and the
+         * revocation set): who and privs are already set */
+        break;
+    case CRED_NONE:
         break;
     }
+    return true;
+}
+
+/* Who the bearer is and whether it holds j->priv. On false the answer (401, 403, 503) is set. */
+static bool admin_authorize(struct store *st, struct admin_job *j)
+{
+    if (!admin_authenticate(st, j))
+        return false;
     if (j->who[0] == '\0') {
-        j->www_auth = "Bearer error=\"invalid_token\"";
-        admin_job_fail(j, 401, "invalid_token", "the bearer token is not a valid admin token");
+        j->www_auth = j->no_bearer ? "Bearer" : "Bearer error=\"invalid_token\"";
+        admin_job_fail(j, 401, "invalid_token", j->no_bearer ? "an admin bearer token is required"
+                                                             : "the bearer token is not a valid admin token");
         return false;
     }
     if (j->priv != PRIV_NONE && (j->privs & PRIV_BIT(j->priv)) == 0) {
@@ -172,6 +184,14 @@ static bool name_ok(const char *s)
 static void admin_run(struct store *st, struct worker_job *w)
 {
     struct admin_job *j = (struct admin_job *)w;
+    if (j->op == OP_REVOKE && j->exp != 0) {
+        /* revocation of a token: the token itself is the proof (verified on the loop); a
+         * credential, when one came along, only names who revoked it */
+        if (j->cred != CRED_NONE && !admin_authenticate(st, j))
+            return;
+        lifecycle_run_revoke(st, j);
+        return;
+    }
     if (!admin_authorize(st, j))
         return;
     bool named = j->op == OP_DOC_GET || j->op == OP_DOC_PUT || j->op == OP_DOC_DELETE;
@@ -205,6 +225,12 @@ static void admin_run(struct store *st, struct worker_job *w)
     case OP_POLICY_APPLY:
         admin_policy_run_apply(st, j);
         break;
+    case OP_INTROSPECT:
+        lifecycle_run_introspect(j);
+        break;
+    case OP_REVOKE:
+        lifecycle_run_revoke(st, j); /* by jti, as an admin */
+        break;
     }
 }
 
@@ -213,6 +239,8 @@ static void job_free(struct admin_job *j)
     atomic_fetch_sub(&inflight, 1);
     free(j->arg);
     free(j->query);
+    if (j->body != NULL)
+        OPENSSL_cleanse(j->body, j->body_len); /* may hold a token (introspection, policy test) */
     free(j->body);
     free(j->if_match);
     free(j->if_none_match);
@@ -252,6 +280,8 @@ static void admin_done(struct loop_msg *m)
     if (r != NULL) {
         if (j->www_auth != NULL)
             http_add_header(r, "www-authenticate", j->www_auth);
+        if (j->no_store)
+            http_add_header(r, "cache-control", "no-store");
         if (j->etag[0] != '\0')
             http_add_header(r, "etag", j->etag);
         if (j->location[0] != '\0')
@@ -291,7 +321,6 @@ static bool bearer(const h2o_req_t *req, const char **tok, size_t *len)
     return true;
 }
 
-/* What kind of credential the bearer is, decided on the loop without I/O; false: none we accept. */
 /* true when the space-delimited scope list holds want exactly */
 static bool scope_has(const char *scope, const char *want)
 {
@@ -306,55 +335,50 @@ static bool scope_has(const char *scope, const char *want)
     return false;
 }
 
-/* A Broker-minted access token (e.g. a CI job's, exchanged from its own OIDC token): ES256 by one
- * of our published keys, our iss, Broker itself among its audiences, typ at+jwt, inside its lifetime. Pure crypto: fine on the loop.
- * Scope "broker:admin" grants PRIV_ADMIN; a valid token without it is known (403, not 401). */
-static bool broker_credential(struct admin_job *j, const char *tok, size_t len)
+enum cred_check { CRED_BAD, CRED_OK, CRED_UNAVAILABLE };
+
+/* A Broker-minted access token (e.g. a CI job's, exchanged from its own OIDC token): ours and live
+ * and not revoked (lifecycle_verify: pure crypto and a lookup in memory, fine on the loop), with
+ * Broker itself among its audiences. Scope "broker:admin" grants PRIV_ADMIN and PRIV_INTROSPECT,
+ * "broker:introspect" PRIV_INTROSPECT; a valid token without either is known (403, not 401). */
+static enum cred_check broker_credential(struct admin_job *j, const char *tok, size_t len)
 {
     struct jwt t;
-    bool ok = false;
-    if (broker_issuer == NULL || jwt_parse((const uint8_t *)tok, len, &t) != BROKER_OK)
-        return false;
-    struct keyring_ref *kr = state_keys_get();
-    const struct keyring *ring = kr ? state_keys_ring(kr) : NULL;
-    const char *typ = json_string_value(json_object_get(t.header, "typ"));
+    enum broker_err e = lifecycle_verify((const uint8_t *)tok, len, (int64_t)time(NULL), &t);
+    if (e == BROKER_ERR_NOT_READY)
+        return CRED_UNAVAILABLE; /* revocations not loaded yet: fail closed */
+    if (e != BROKER_OK)
+        return CRED_BAD;
     const char *sub = json_string_value(json_object_get(t.claims, "sub"));
     const char *scope = json_string_value(json_object_get(t.claims, "scope"));
-    if (ring == NULL || t.alg != JWT_ALG_ES256 || t.kid == NULL || typ == NULL || strcmp(typ, "at+jwt") != 0 ||
-        t.iss == NULL || strcmp(t.iss, broker_issuer) != 0 || sub == NULL || strlen(sub) > BROKER_MAX_NAME_LEN ||
-        !jwt_aud_contains(t.claims, broker_issuer)) /* minted for Broker itself, not for another service */
-        goto out;
-    for (size_t i = 0; i < ring->n && !ok; i++) {
-        if (strcmp(ring->keys[i].kid, t.kid) != 0)
-            continue;
-        struct jwk k = {.type = JWK_EC_P256, .alg = JWT_ALG_ES256, .pkey = ring->keys[i].pkey};
-        ok = verify_signature(&k, JWT_ALG_ES256, t.signing_input, t.signing_input_len, t.sig, t.sig_len) ==
-                 BROKER_OK &&
-             verify_times(t.claims, (int64_t)time(NULL), 0) == BROKER_OK;
-    }
+    bool ok = broker_issuer != NULL && sub != NULL && strlen(sub) <= BROKER_MAX_NAME_LEN &&
+              jwt_aud_contains(t.claims, broker_issuer); /* minted for Broker itself, not for another service */
     if (ok) {
         j->cred = CRED_BROKER_TOKEN;
         snprintf(j->who, sizeof(j->who), "broker-token:%s", sub);
-        j->privs = scope != NULL && scope_has(scope, "broker:admin") ? PRIV_BIT(PRIV_ADMIN) : 0;
+        j->privs = 0;
+        if (scope != NULL && scope_has(scope, "broker:admin"))
+            j->privs = PRIV_BIT(PRIV_ADMIN) | PRIV_BIT(PRIV_INTROSPECT);
+        else if (scope != NULL && scope_has(scope, "broker:introspect"))
+            j->privs = PRIV_BIT(PRIV_INTROSPECT);
     }
-out:
-    state_keys_put(kr);
     jwt_release(&t);
-    return ok;
+    return ok ? CRED_OK : CRED_BAD;
 }
 
-static bool admin_credential(struct admin_job *j, const char *tok, size_t len)
+/* What kind of credential the bearer is, decided on the loop without I/O. */
+static enum cred_check admin_credential(struct admin_job *j, const char *tok, size_t len)
 {
     size_t plen = strlen(ADMIN_TOKEN_PREFIX);
     if (len == plen + B64URL_ENCODED_LEN(32) && memcmp(tok, ADMIN_TOKEN_PREFIX, plen) == 0) {
         for (size_t i = plen; i < len; i++) {
             char c = tok[i];
             if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' || c == '_'))
-                return false;
+                return CRED_BAD;
         }
         j->cred = CRED_ADMIN_TOKEN;
         admin_token_hash(tok, len, j->hash);
-        return true;
+        return CRED_OK;
     }
     return broker_credential(j, tok, len);
 }
@@ -386,21 +410,30 @@ static char *header_copy(const h2o_req_t *req, const char *name, bool *too_long,
 
 /* Loop side of every admin route: copy the request into a job and hand it to the worker.
  * prefix: the route prefix before the path argument ("/v1/identities/"), NULL for none. */
-int admin_submit(struct http_request *r, enum admin_op op, const char *kind, const char *prefix)
+/* The job of a request, its credential checked as far as the loop can; NULL when the request was
+ * answered here (401, 413, 503, 500). optional (POST /v1/revoke): a missing or failing credential
+ * gives a CRED_NONE job instead of a 401. */
+static struct admin_job *job_for(struct http_request *r, enum admin_op op, bool optional)
 {
     h2o_req_t *req = r->req;
-    const char *tok;
-    size_t tlen;
-    bool fail = false;
+    const char *tok = NULL;
+    size_t tlen = 0;
+    bool lifecycle = op == OP_INTROSPECT || op == OP_REVOKE, have = bearer(req, &tok, &tlen);
 
-    if (!bearer(req, &tok, &tlen)) {
+    if (lifecycle)
+        http_add_header(r, "cache-control", "no-store"); /* on every answer given here */
+    if (!have && !optional) {
         http_add_header(r, "www-authenticate", "Bearer");
-        http_respond_error(r, 401, "invalid_token", "an admin bearer token is required");
-        return 0;
+        http_respond_error(r, 401, "invalid_token",
+                           route_priv(r) == PRIV_INTROSPECT
+                               ? "a bearer token is required: an admin token, or a Broker token with scope "
+                                 "broker:introspect"
+                               : "an admin bearer token is required");
+        return NULL;
     }
     if (req->entity.len > BROKER_MAX_BODY) { /* a bound, so before authentication */
         http_respond_error(r, 413, "invalid_request", "request body too large");
-        return 0;
+        return NULL;
     }
     /* queued jobs hold copies of their bodies: bound them, so a flood of requests with
      * well-formed but wrong tokens cannot pile up memory behind the one worker */
@@ -408,23 +441,58 @@ int admin_submit(struct http_request *r, enum admin_op op, const char *kind, con
         atomic_fetch_sub(&inflight, 1);
         http_add_header(r, "retry-after", "1");
         http_respond_error(r, 503, "temporarily_unavailable", "too many admin requests in progress");
-        return 0;
+        return NULL;
     }
     struct admin_job *j = calloc(1, sizeof(*j));
     if (j == NULL) {
         atomic_fetch_sub(&inflight, 1);
         http_respond_error(r, 500, "server_error", "out of memory");
-        return 0;
+        return NULL;
     }
     j->op = op;
-    j->kind = kind;
     j->priv = route_priv(r);
-    if (!admin_credential(j, tok, tlen)) {
+    j->no_store = lifecycle;
+    enum cred_check c = have ? admin_credential(j, tok, tlen) : CRED_BAD;
+    if (c != CRED_OK && optional) {
+        memset(j->who, 0, sizeof(j->who));
+        j->privs = 0;
+        j->cred = CRED_NONE;
+        j->no_bearer = !have;
+    } else if (c == CRED_UNAVAILABLE) {
+        job_free(j);
+        http_add_header(r, "retry-after", "1");
+        http_respond_error(r, 503, "temporarily_unavailable", "revoked tokens are not loaded yet");
+        return NULL;
+    } else if (c != CRED_OK) {
         job_free(j);
         http_add_header(r, "www-authenticate", "Bearer error=\"invalid_token\"");
         http_respond_error(r, 401, "invalid_token", "the bearer token is not a valid admin token");
-        return 0;
+        return NULL;
     }
+    return j;
+}
+
+static int job_submit(struct http_request *r, struct admin_job *j)
+{
+    j->defer = http_defer(r, &j->r);
+    j->w.loop = r->loop;
+    j->w.run = admin_run;
+    j->w.msg.cb = admin_done;
+    http_inflight_add(r->loop, 1);
+    worker_submit(&j->w);
+    return 0;
+}
+
+/* Loop side of every admin route: copy the request into a job and hand it to the worker.
+ * prefix: the route prefix before the path argument ("/v1/identities/"), NULL for none. */
+int admin_submit(struct http_request *r, enum admin_op op, const char *kind, const char *prefix)
+{
+    h2o_req_t *req = r->req;
+    bool fail = false;
+    struct admin_job *j = job_for(r, op, false);
+    if (j == NULL)
+        return 0;
+    j->kind = kind;
     if (prefix != NULL) {
         h2o_iovec_t path = req->path_normalized;
         size_t n = strlen(prefix), end = n;
@@ -440,8 +508,9 @@ int admin_submit(struct http_request *r, enum admin_op op, const char *kind, con
     }
     j->if_match = header_copy(req, "if-match", &j->bad_header, &fail);
     j->if_none_match = header_copy(req, "if-none-match", &j->bad_header, &fail);
-    if (op == OP_DOC_PUT || op == OP_POLICY_TEST || op == OP_POLICY_APPLY) {
+    if (op == OP_DOC_PUT || op == OP_POLICY_TEST || op == OP_POLICY_APPLY || op == OP_INTROSPECT) {
         j->json_body = http_content_type_is(req, "application/json");
+        j->form_body = http_content_type_is(req, "application/x-www-form-urlencoded");
         j->body_len = req->entity.len;
         if (j->body_len > 0)
             j->body = dupn(req->entity.base, req->entity.len, &fail);
@@ -451,11 +520,23 @@ int admin_submit(struct http_request *r, enum admin_op op, const char *kind, con
         http_respond_error(r, 500, "server_error", "out of memory");
         return 0;
     }
-    j->defer = http_defer(r, &j->r);
-    j->w.loop = r->loop;
-    j->w.run = admin_run;
-    j->w.msg.cb = admin_done;
-    http_inflight_add(r->loop, 1);
-    worker_submit(&j->w);
-    return 0;
+    return job_submit(r, j);
+}
+
+int admin_submit_revoke(struct http_request *r, const char *jti, size_t jti_len, int64_t exp)
+{
+    bool fail = false;
+    struct admin_job *j = job_for(r, OP_REVOKE, true);
+    if (j == NULL)
+        return 0;
+    j->exp = exp;
+    if (exp == 0)
+        j->priv = PRIV_ADMIN; /* by id: only an admin */
+    j->arg = dupn(jti, jti_len, &fail);
+    if (fail) {
+        job_free(j);
+        http_respond_error(r, 500, "server_error", "out of memory");
+        return 0;
+    }
+    return job_submit(r, j);
 }

@@ -59,6 +59,8 @@ enum broker_err {
     BROKER_ERR_TOKEN_REVIEW_DENIED,      /* the API server says the token is not authenticated */
     BROKER_ERR_TOKEN_REVIEW_UNAVAILABLE, /* the review could not be made: denied, fail closed */
 
+    BROKER_ERR_TOKEN_REVOKED,       /* a Broker-minted token revoked through POST /v1/revoke */
+
     BROKER_ERR__COUNT
 };
 

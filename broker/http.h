@@ -30,7 +30,9 @@ struct loop_msg {
     void (*cb)(struct loop_msg *m);
 };
 
-enum http_priv { PRIV_NONE = 0, PRIV_ADMIN };
+/* PRIV_ADMIN: an admin token, or a Broker token with scope broker:admin. PRIV_INTROSPECT
+ * (POST /v1/introspect): the same, or a Broker token with scope broker:introspect. */
+enum http_priv { PRIV_NONE = 0, PRIV_ADMIN, PRIV_INTROSPECT };
 
 struct http_route {
     const char *method;         /* NULL: any method (the handler answers 405 itself) */

@@ -17,8 +17,10 @@
 #include "issuers.h"
 #include "issuers_fetch.h"
 #include "keys.h"
+#include "lifecycle.h"
 #include "log.h"
 #include "policy.h"
+#include "revoked.h"
 #include "state.h"
 #include "store.h"
 #include "tokenreview.h"
@@ -36,6 +38,9 @@ static const struct http_route routes[] = {
     {NULL, "/v1/identities/", PRIV_ADMIN, admin_doc_method},
     {"POST", "/v1/policy/test", PRIV_ADMIN, admin_policy_test},
     {"POST", "/v1/policy/apply", PRIV_ADMIN, admin_policy_apply},
+    {"POST", "/v1/introspect", PRIV_INTROSPECT, lifecycle_introspect},
+    /* token=: no credential (the token is the proof); jti=: PRIV_ADMIN, checked by the handler */
+    {"POST", "/v1/revoke", PRIV_NONE, lifecycle_revoke},
     {"GET", "/v1/issuers", PRIV_ADMIN, admin_docs_list},
     {"GET", "/v1/issuers/", PRIV_ADMIN, admin_doc_get},
     {"PUT", "/v1/issuers/", PRIV_ADMIN, admin_doc_put},
@@ -86,9 +91,16 @@ static int cmd_serve(int argc, char **argv)
         return 2;
     }
     int rc = 1;
-    bool audit_on = false, worker_on = false, issuers_on = false, state_on = false, review_on = false;
+    bool audit_on = false, worker_on = false, issuers_on = false, state_on = false, review_on = false,
+         revoked_on = false;
     exchange_init(cfg.issuer);
     admin_init(cfg.issuer);
+    lifecycle_init(cfg.issuer);
+    if (revoked_init() != BROKER_OK) {
+        fprintf(stderr, "serve: out of memory\n");
+        goto out;
+    }
+    revoked_on = true;
     if (wellknown_init(cfg.issuer) != BROKER_OK)
         goto out;
     if (issuers_fetch_connect_to(getenv("BROKER_FETCH_CONNECT_TO"), err, sizeof(err)) != BROKER_OK) {
@@ -128,6 +140,8 @@ out:
         tokenreview_stop();
     if (issuers_on)
         issuers_stop();
+    if (revoked_on)
+        revoked_shutdown(); /* after every reader (loops, worker) and the writer (state) stopped */
     if (issuers_fetch_connect_to(NULL, err, sizeof(err)) != BROKER_OK) /* frees the list; cannot fail */
         rc = 1;
     return rc;

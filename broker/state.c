@@ -9,11 +9,15 @@
 #include "idlimit.h"
 #include "issuers.h"
 #include "log.h"
+#include "revoked.h"
 #include "store.h"
 
 #define POLICY_CHECK_MS 1000 /* consistency check while LISTENing: heals a missed NOTIFY within 1 s */
 #define POLICY_POLL_MS 250   /* without a LISTEN connection: poll the generation this often */
 #define KEYS_CHECK_S 10
+#define REVOKE_PAGE 1000     /* revocations read per statement */
+#define REVOKE_RECENT_S 30   /* re-read this much history each round (see store_revoke_recent) */
+#define REVOKE_PRUNE_S 60    /* prune the in-memory set this often, keeping a minute past exp like the table */
 
 struct keyring_ref {
     atomic_int refs;
@@ -67,7 +71,7 @@ bool state_ready(void)
     pthread_mutex_lock(&mu);
     bool ok = cur_policy != NULL && cur_keys != NULL && cur_keys->ring->active != NULL;
     pthread_mutex_unlock(&mu);
-    return ok && atomic_load(&db_up);
+    return ok && atomic_load(&db_up) && revoked_loaded();
 }
 
 void state_kick(void)
@@ -172,6 +176,47 @@ remember:
     last_gen = gen;
 }
 
+/* ---- revocations: PostgreSQL -> this replica's set ---- */
+
+static int64_t revoke_seq; /* the largest seq copied into the set (state thread only) */
+static bool revoke_failing;
+
+static enum broker_err on_revocation(void *arg, const char *jti, size_t len, int64_t exp)
+{
+    (void)arg;
+    enum broker_err e = revoked_add(jti, len, exp);
+    /* a jti over REVOKED_MAX_JTI (never minted, refused by POST /v1/revoke) can match no token
+     * lifecycle_verify accepts: nothing to enforce */
+    return e == BROKER_ERR_BAD_REQUEST ? BROKER_OK : e;
+}
+
+/* Copy revocations made since the last round into the set: new seqs page by page, then the last
+ * REVOKE_RECENT_S seconds again. The set is "loaded" after the first complete round. */
+static void sync_revocations(struct store *st)
+{
+    int rows = 0;
+    enum broker_err e = st != NULL ? BROKER_OK : BROKER_ERR_DB;
+    while (e == BROKER_OK) {
+        e = store_revoke_list(st, revoke_seq, REVOKE_PAGE, on_revocation, NULL, &revoke_seq, &rows);
+        if (rows < REVOKE_PAGE)
+            break;
+    }
+    if (e == BROKER_OK)
+        e = store_revoke_recent(st, REVOKE_RECENT_S, on_revocation, NULL, &rows);
+    if (e != BROKER_OK) {
+        if (!revoke_failing && st != NULL)
+            log_msg(LOG_WARN, "revocations_load_failed", "reason=%s detail=\"%s\"", broker_strerror(e),
+                    store_last_error(st));
+        revoke_failing = true;
+        return;
+    }
+    revoke_failing = false;
+    if (!revoked_loaded()) {
+        revoked_mark_loaded();
+        log_msg(LOG_INFO, "revocations_loaded", "count=%zu seq=%lld", revoked_count(), (long long)revoke_seq);
+    }
+}
+
 static char replica_id[64];
 
 static void heartbeat(struct store *st)
@@ -187,9 +232,16 @@ static void *reloader(void *arg)
 {
     (void)arg;
     struct store *st = NULL;
-    time_t keys_at = time(NULL), beat_at = 0;
+    time_t keys_at = time(NULL), beat_at = 0, prune_at = time(NULL);
     while (!atomic_load(&stop_flag)) {
         reload_policies(&st);
+        sync_revocations(st);
+        if (time(NULL) - prune_at >= REVOKE_PRUNE_S) {
+            size_t n = revoked_prune((int64_t)time(NULL) - 60);
+            if (n > 0)
+                log_msg(LOG_INFO, "revocations_pruned", "count=%zu left=%zu", n, revoked_count());
+            prune_at = time(NULL);
+        }
         if (time(NULL) != beat_at) { /* about once a second */
             heartbeat(st);
             beat_at = time(NULL);
@@ -201,8 +253,9 @@ static void *reloader(void *arg)
             keys_at = time(NULL);
         }
         /* LISTEN again each round (cheap, and a reconnected session has lost it): a NOTIFY from
-         * any replica or `policy apply` wakes us at once */
-        if (st != NULL && store_listen(st) == BROKER_OK) {
+         * any replica or `policy apply` (broker_policy), or a revocation (broker_revoke), wakes us
+         * at once */
+        if (st != NULL && store_listen(st) == BROKER_OK && store_revoke_listen(st) == BROKER_OK) {
             for (int slice = 0; slice < POLICY_CHECK_MS / POLICY_POLL_MS; slice++) {
                 bool notified = false;
                 if (store_wait_notify(st, POLICY_POLL_MS, &notified) != BROKER_OK || notified)
@@ -247,6 +300,7 @@ enum broker_err state_start(const struct config *c, char *err, size_t errlen)
         return e;
     struct store *st = NULL;
     reload_policies(&st); /* first load synchronously so a healthy start is ready at once */
+    sync_revocations(st); /* a token revoked before this replica started is refused from the start */
     store_close(st);
     if (pthread_create(&tid, NULL, reloader, NULL) != 0) {
         snprintf(err, errlen, "cannot start reloader thread");
@@ -272,4 +326,5 @@ void state_stop(void)
     json_decref(last_issuers);
     json_decref(last_identities);
     last_issuers = last_identities = NULL;
+    revoke_seq = 0;
 }

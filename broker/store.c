@@ -508,7 +508,9 @@ enum broker_err store_replica_heartbeat(struct store *st, const char *id, unsign
     static const char sql[] = "WITH up AS (INSERT INTO replicas (id, seen) VALUES ($1, now())"
                               "            ON CONFLICT (id) DO UPDATE SET seen = now()),"
                               "     gone AS (DELETE FROM replicas WHERE seen < now() - interval '10 minutes'),"
-                              "     spent AS (DELETE FROM used_jti WHERE expires_at < now())"
+                              "     spent AS (DELETE FROM used_jti WHERE expires_at < now()),"
+                              /* revocations outlive exp by a minute: replicas' clocks may differ */
+                              "     unrevoked AS (DELETE FROM revoked_tokens WHERE exp < now() - interval '60 seconds')"
                               " SELECT count(*)::text FROM replicas WHERE seen > now() - interval '5 seconds' AND id <> $1";
     const char *vals[1] = {id};
     PGresult *res = store_exec(st, "replica heartbeat", sql, 1, vals, NULL, NULL, PGRES_TUPLES_OK);

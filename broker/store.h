@@ -176,4 +176,25 @@ struct store_audit_filter {
 enum broker_err store_audit_list(struct store *st, const struct store_audit_filter *f, json_t **items,
                                  int64_t *next_cursor) BROKER_WUR;
 
+/* ---- revoked tokens (store_revoke.c) ---- */
+/* Record a revocation of jti (the token's exp in Unix seconds; by: "bearer" or the admin's name)
+ * and NOTIFY broker_revoke, in one statement. Idempotent: an existing row is left as it is and
+ * *added is false. */
+enum broker_err store_revoke_add(struct store *st, const char *jti, int64_t exp, const char *by,
+                                 bool *added) BROKER_WUR;
+/* Revocations with seq > after_seq in seq order, at most limit, each passed to fn (jti, its length,
+ * exp in Unix seconds; a result other than BROKER_OK stops the listing and is returned).
+ * *last_seq: the seq of the last row fn accepted (left alone when none); *rows: how many. Rows
+ * not pruned yet are listed even when expired. */
+enum broker_err store_revoke_list(struct store *st, int64_t after_seq, int limit,
+                                  enum broker_err (*fn)(void *arg, const char *jti, size_t len, int64_t exp),
+                                  void *arg, int64_t *last_seq, int *rows) BROKER_WUR;
+/* The same for every revocation made in the last `seconds` seconds, whatever its seq: heals a row
+ * whose seq was taken before another's but that committed after the reader moved past it. */
+enum broker_err store_revoke_recent(struct store *st, int seconds,
+                                    enum broker_err (*fn)(void *arg, const char *jti, size_t len, int64_t exp),
+                                    void *arg, int *rows) BROKER_WUR;
+/* LISTEN broker_revoke on this connection (store_wait_notify reports it like broker_policy). */
+enum broker_err store_revoke_listen(struct store *st) BROKER_WUR;
+
 #endif
