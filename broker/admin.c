@@ -280,8 +280,6 @@ static void admin_done(struct loop_msg *m)
     if (r != NULL) {
         if (j->www_auth != NULL)
             http_add_header(r, "www-authenticate", j->www_auth);
-        if (j->no_store)
-            http_add_header(r, "cache-control", "no-store");
         if (j->etag[0] != '\0')
             http_add_header(r, "etag", j->etag);
         if (j->location[0] != '\0')
@@ -418,10 +416,8 @@ static struct admin_job *job_for(struct http_request *r, enum admin_op op, bool 
     h2o_req_t *req = r->req;
     const char *tok = NULL;
     size_t tlen = 0;
-    bool lifecycle = op == OP_INTROSPECT || op == OP_REVOKE, have = bearer(req, &tok, &tlen);
+    bool have = bearer(req, &tok, &tlen);
 
-    if (lifecycle)
-        http_add_header(r, "cache-control", "no-store"); /* on every answer given here */
     if (!have && !optional) {
         http_add_header(r, "www-authenticate", "Bearer");
         http_respond_error(r, 401, "invalid_token",
@@ -451,7 +447,6 @@ static struct admin_job *job_for(struct http_request *r, enum admin_op op, bool 
     }
     j->op = op;
     j->priv = route_priv(r);
-    j->no_store = lifecycle;
     enum cred_check c = have ? admin_credential(j, tok, tlen) : CRED_BAD;
     if (c != CRED_OK && optional) {
         memset(j->who, 0, sizeof(j->who));

@@ -49,7 +49,6 @@ struct admin_job {
     bool bad_header;            /* a precondition header over ADMIN_MAX_HEADER */
     bool form_body;             /* Content-Type application/x-www-form-urlencoded (introspection) */
     int64_t exp;                /* OP_REVOKE: the token's exp; 0 for a revocation by jti (in arg) */
-    bool no_store;              /* answer with Cache-Control: no-store */
     bool no_bearer;             /* CRED_NONE: the request had no Authorization: Bearer at all */
     /* outcome, written on the worker */
     char who[BROKER_MAX_NAME_LEN + 16];

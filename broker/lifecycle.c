@@ -164,9 +164,9 @@ out:
 
 /* ---- POST /v1/revoke ---- */
 
+/* http_respond adds Cache-Control: no-store to every answer (RFC 7662 §2.2 asks it here). */
 static void respond_done(struct http_request *r)
 {
-    http_add_header(r, "cache-control", "no-store");
     http_respond_json(r, 200, "{}", 2);
 }
 
