@@ -1,4 +1,4 @@
-// SOURCES: broker/policy_doc.c broker/policy_eval.c broker/policy_cond.c broker/glob.c broker/cidr.c broker/err.c
+// SOURCES: broker/policy_doc.c broker/policy_preset.c broker/policy_eval.c broker/policy_cond.c broker/glob.c broker/cidr.c broker/err.c
 /* libFuzzer target: trust policy documents. An object is parsed both as an issuer and as an identity
  * document (invariants checked on success, a message and a cleared struct on failure) and, when it
  * is a valid identity, built into a set and evaluated against fixed tokens. An array
