@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds and runs libFuzzer targets: tests/fuzz/run.sh tests/fuzz/fuzz_*.c
-# Each target names the broker sources it needs on a "// SOURCES:" line at its top. Targets are
+# Each target names the broker sources it needs on a "// SOURCES:" line at its top, and may add
+# libraries for the link line on a "// LIBS:" line (e.g. "// LIBS: -lcurl"). Targets are
 # built with clang -fsanitize=fuzzer,address,undefined into build-fuzz/ and run for
 # ${FUZZ_SECONDS:-20} s each on a scratch copy of tests/fuzz/corpus/NAME (seeds are read only).
 # Any crash, sanitizer report, leak, timeout or out-of-memory fails that target.
@@ -20,11 +21,12 @@ for src in "$@"; do
   if [ -z "$sources" ]; then
     echo "fuzz: $name FAILED (no // SOURCES: line in $src)"; fail=$((fail + 1)); continue
   fi
+  libs=$(sed -n '1,5s|^// LIBS:||p' "$src" | head -n1)
   bin=$out/$base
   # shellcheck disable=SC2086
   if ! "$CC" -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -fno-omit-frame-pointer \
        -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -iquote broker \
-       -o "$bin" "$src" $sources "${pkg[@]}" >"$out/$base.build.log" 2>&1; then
+       -o "$bin" "$src" $sources "${pkg[@]}" $libs >"$out/$base.build.log" 2>&1; then
     echo "fuzz: $name FAILED (build, see $out/$base.build.log)"; cat "$out/$base.build.log" | head -20
     fail=$((fail + 1)); continue
   fi
