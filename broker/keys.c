@@ -28,6 +28,7 @@
 #include <openssl/x509.h>
 
 #include "b64.h"
+#include "prof.h"
 
 #define KEYS_PEM_MAX 16384
 #define KEYS_META_MAX 4096
@@ -785,7 +786,10 @@ enum broker_err keys_sign(const struct signing_key *k, const uint8_t *msg, size_
         return BROKER_ERR_NOMEM;
     if (EVP_Digest(msg, len, digest, &dlen, c->sha256, NULL) != 1 || dlen != sizeof(digest))
         goto out;
-    if (EVP_PKEY_sign(c->pctx, der, &der_len, digest, sizeof(digest)) != 1 || der_len > sizeof(der))
+    int64_t t0 = prof_begin();
+    int signed_ok = EVP_PKEY_sign(c->pctx, der, &der_len, digest, sizeof(digest));
+    prof_end(PROF_SIGN, t0);
+    if (signed_ok != 1 || der_len > sizeof(der))
         goto out;
     /* SEQUENCE { INTEGER r, INTEGER s } to JWS's r || s (RFC 7518 §3.4), without d2i_ECDSA_SIG's
      * four allocations and constant-time BN_bn2binpad (the signature is public) */

@@ -10,6 +10,7 @@
 #include <openssl/rsa.h>
 #include <pthread.h>
 #include "verify.h"
+#include "prof.h"
 
 /* Largest DER ECDSA-Sig-Value: P-521, two 67-byte INTEGERs with headers, long-form length. */
 #define ECDSA_DER_MAX 160
@@ -170,7 +171,10 @@ static enum broker_err evp_verify(EVP_PKEY *pkey, enum jwt_alg alg, const EVP_MD
     EVP_PKEY_CTX *c = verify_ctx(pkey, alg, md, pss);
     if (c == NULL || EVP_Digest(msg, msg_len, dgst, &dlen, md, NULL) != 1)
         return err;
-    return EVP_PKEY_verify(c, sig, sig_len, dgst, dlen) == 1 ? BROKER_OK : BROKER_ERR_BAD_SIGNATURE;
+    int64_t t0 = prof_begin();
+    int ok = EVP_PKEY_verify(c, sig, sig_len, dgst, dlen);
+    prof_end(PROF_VERIFY, t0);
+    return ok == 1 ? BROKER_OK : BROKER_ERR_BAD_SIGNATURE;
 }
 
 enum broker_err verify_signature(const struct jwk *key, enum jwt_alg alg, const uint8_t *msg, size_t msg_len,
