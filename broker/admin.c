@@ -3,7 +3,8 @@
  * on the worker thread admin_authorize decides who the caller is and whether it holds the
  * route's privilege, and only then is the request parsed and run against PostgreSQL; the loop
  * sends the answer. So an unauthenticated caller gets 401 before any parsing, and the request
- * (which h2o may free when the client resets) is never touched off the loop. */
+ * (which h2o may free when the client resets) is never touched off the loop. POST /v1/introspect
+ * and POST /v1/revoke (lifecycle.c) ride on the same jobs; a revocation's credential is optional. */
 #include "admin.h"
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -103,9 +104,8 @@ void admin_job_json(struct admin_job *j, int status, json_t *o)
 
 /* ---- authorization: the one place ---- */
 
-/* The privilege a route requires is the route table's priv column (broker/main.c). http.c does
- * not hand the matched route to handlers yet, and every admin route there requires PRIV_ADMIN;
- * once struct http_request carries the route this becomes `return r->route->priv;`. */
+/* The privilege a route requires is the route table's priv column (broker/main.c); POST
+ * /v1/revoke raises it to PRIV_ADMIN for a revocation by jti (admin_submit_revoke). */
 static enum http_priv route_priv(const struct http_request *r)
 {
     return r->route != NULL ? r->route->priv : PRIV_ADMIN; /* the route table's column */
