@@ -1,4 +1,4 @@
-// SOURCES: broker/jwt.c broker/b64.c broker/jwks.c broker/verify.c broker/err.c broker/json.c
+// SOURCES: broker/jwt.c broker/b64.c broker/jwks.c broker/verify.c broker/prof.c broker/err.c broker/json.c
 /* libFuzzer target: jwt_parse, then verify_jwt against a fixed key set of every key type
  * (RSA, P-256, Ed25519 and an HMAC secret), with every algorithm allowed so that each
  * verification path is reachable. Never crashes, never leaks, never accepts by accident
