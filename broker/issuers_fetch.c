@@ -128,7 +128,7 @@ int64_t issuers_fetch_cache_control(const uint8_t *p, size_t len)
         while (i < len && tchar(p[i]))
             i++;
         if (i == ns)
-            return -1; /* not a directive name: the whole field is malformed */
+            return uncached ? 0 : -1; /* not a directive name: the rest is malformed */
         const uint8_t *name = p + ns;
         size_t nlen = i - ns;
         const uint8_t *val = NULL;
@@ -145,11 +145,11 @@ int64_t issuers_fetch_cache_control(const uint8_t *p, size_t len)
                 size_t vs = ++i;
                 while (i < len && p[i] != '"') {
                     if (p[i] == '\\' && ++i == len)
-                        return -1;
+                        return uncached ? 0 : -1;
                     i++;
                 }
                 if (i == len)
-                    return -1; /* unterminated */
+                    return uncached ? 0 : -1; /* unterminated */
                 val = p + vs, vlen = i - vs;
                 i++;
             } else {
@@ -162,7 +162,7 @@ int64_t issuers_fetch_cache_control(const uint8_t *p, size_t len)
         while (i < len && ows((char)p[i]))
             i++;
         if (i < len && p[i] != ',')
-            return -1; /* junk after a directive */
+            return uncached ? 0 : -1; /* junk after a directive */
         if ((name_is(name, nlen, "no-store") || name_is(name, nlen, "no-cache")) && !has_val) {
             /* no-cache="field" only restricts those fields: not about the keys */
             uncached = true;

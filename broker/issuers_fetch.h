@@ -62,7 +62,8 @@ enum issuers_fetch_result issuers_fetch(const char *url, const char *jwks_uri, c
 
 /* A Cache-Control field value (RFC 9111 §5.2; several field lines joined with ","): max-age=N
  * (first occurrence; N saturates at 2^31), 0 when no-store, no-cache or max-age=0 is present,
- * -1 when there is no max-age or the value is malformed. s-maxage is ignored: Broker's key cache
+ * -1 when there is no max-age or the value is malformed (0 all the same when no-store or no-cache
+ * came before the malformed part). s-maxage is ignored: Broker's key cache
  * is its own, not a shared cache. */
 int64_t issuers_fetch_cache_control(const uint8_t *p, size_t len);
 /* Seconds until the periodic refresh after a successful fetch: BROKER_JWKS_REFRESH_S for -1,

@@ -813,6 +813,9 @@ static void test_cache_control_parser(void **state)
         {"\"max-age=5\"", -1},
         {"max-age=5;", -1},
         {"garbage\x01\xff", -1},
+        {"no-store, max-age=1 junk", 0}, /* a malformed rest never overrides an uncached directive */
+        {"no-cache, =5", 0},
+        {"max-age=1 junk, no-store", -1}, /* parsing stops at the junk */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int64_t got = issuers_fetch_cache_control((const uint8_t *)cases[i].v, strlen(cases[i].v));
