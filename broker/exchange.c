@@ -13,6 +13,7 @@
 #include "form.h"
 #include "idlimit.h"
 #include "issuers.h"
+#include "jalloc.h"
 #include "jwt.h"
 #include "bounds.h"
 #include "log.h"
@@ -109,6 +110,7 @@ struct xjob {
     size_t minted_len;
     char minted[BROKER_MAX_MINTED_LEN];
     struct policy_result res;     /* the match, kept while a TokenReview is pending */
+    struct jalloc_arena arena;    /* the parsed token's JSON; kept across recycling */
 };
 
 /* Jobs are ~12 KiB (token and signature buffers): recycled per loop thread rather than
@@ -119,9 +121,14 @@ static _Thread_local unsigned job_pool_n;
 
 static struct xjob *job_new(void)
 {
-    struct xjob *j = job_pool_n > 0 ? job_pool[--job_pool_n] : malloc(sizeof(*j));
-    if (j == NULL)
-        return NULL;
+    struct xjob *j;
+    if (job_pool_n > 0) {
+        j = job_pool[--job_pool_n];
+    } else {
+        if ((j = malloc(sizeof(*j))) == NULL)
+            return NULL;
+        jalloc_arena_acquire(&j->arena);
+    }
     /* everything before the large buffers; those are written before they are read */
     memset(j, 0, offsetof(struct xjob, scope));
     j->scope[0] = '\0';
@@ -135,20 +142,26 @@ static void job_free(struct xjob *j)
     http_defer_release(j->defer);
     if (j->have_jwt)
         jwt_release(&j->jwt);
+    jalloc_arena_reset(&j->arena); /* after the claims tree is gone */
     if (j->set != NULL)
         policy_set_unref(j->set);
     audit_record_clear(&j->audit.rec);
     OPENSSL_cleanse(j->minted, j->minted_len);
-    if (job_pool_n < JOB_POOL_MAX)
+    if (job_pool_n < JOB_POOL_MAX) {
         job_pool[job_pool_n++] = j;
-    else
+    } else {
+        jalloc_arena_release(&j->arena);
         free(j);
+    }
 }
 
 void exchange_thread_cleanup(void)
 {
-    while (job_pool_n > 0)
-        free(job_pool[--job_pool_n]);
+    while (job_pool_n > 0) {
+        struct xjob *j = job_pool[--job_pool_n];
+        jalloc_arena_release(&j->arena);
+        free(j);
+    }
 }
 
 static char *dup_str(const char *s)
@@ -633,7 +646,10 @@ int exchange_handle(struct http_request *r)
         decide(j, BROKER_ERR_TOKEN_TOO_LARGE, NULL);
         return 0;
     }
-    if ((e = jwt_parse((const uint8_t *)j->token, j->token_len, &j->jwt)) != BROKER_OK) {
+    jalloc_arena_begin(&j->arena); /* the header and claims trees live in the job's block */
+    e = jwt_parse((const uint8_t *)j->token, j->token_len, &j->jwt);
+    jalloc_arena_end();
+    if (e != BROKER_OK) {
         decide(j, e, NULL);
         return 0;
     }

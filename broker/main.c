@@ -16,6 +16,7 @@
 #include "http.h"
 #include "issuers.h"
 #include "issuers_fetch.h"
+#include "jalloc.h"
 #include "keys.h"
 #include "lifecycle.h"
 #include "log.h"
@@ -291,6 +292,8 @@ out:
 
 int main(int argc, char **argv)
 {
+    if (!jalloc_install()) /* before any jansson call; without it jansson simply keeps malloc */
+        fprintf(stderr, "broker: cannot reserve the JSON arena range; continuing without it\n");
     if (argc < 2) {
         usage();
         return 2;
