@@ -426,5 +426,6 @@ suite "broker exchange / broker run against fake CI and cloud metadata endpoints
 suite "broker policy test (explain) with the real GitHub tokens" env BROKER_BIN="$BROKER_BIN" "$ROOT/tests/integration/test_cli_explain.sh"
 suite "Kubernetes TokenReview against a fake API server (cache, deleted pod, fail closed)" env BROKER_BIN="$BROKER_BIN" "$ROOT/tests/integration/test_tokenreview.sh"
 suite "every issuer preset against its platform's layout and the example documents" "$ROOT/tests/integration/test_presets.sh" "$BROKER_BIN"
+suite "token lifecycle: introspection, revocation on two replicas within 1 s, restart, pruning" env BROKER_BIN="$BROKER_BIN" "$ROOT/tests/integration/test_lifecycle.sh"
 
 t_summary integration
