@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include "admin.h"
 #include "admin_int.h"
+#include "bearer.h"
 #include "bounds.h"
 #include "jwt.h"
 #include "log.h"
@@ -160,6 +161,12 @@ static bool issuer_files_ok(struct admin_job *j, const json_t *doc)
             continue;
         if (v[0] != '/') {
             admin_job_fail(j, 400, "invalid_request", "%s: must be an absolute path on the broker hosts", keys[i]);
+            return false;
+        }
+        /* checked before access(): for a path outside the list, the answer must not say whether
+         * it exists (no oracle on the broker hosts' file system) */
+        if (strcmp(keys[i], "bearer_token_file") == 0 && !bearer_path_allowed(v)) {
+            admin_job_fail(j, 400, "invalid_request", "bearer_token_file: not allowed by BROKER_BEARER_TOKEN_FILES");
             return false;
         }
         if (access(v, R_OK) != 0) {

@@ -68,5 +68,10 @@
 #define BROKER_MAX_FETCH_HEADER_BYTES 65536 /* all response header lines of one fetch request */
 #define BROKER_MAX_CACHE_CONTROL_LEN 1024  /* combined Cache-Control value; longer: ignored (default refresh) */
 #define BROKER_MAX_BEARER_FILE_BYTES 16384 /* bearer_token_file, read at each fetch */
+#define BROKER_MAX_BEARER_ALLOW_BYTES 4096 /* BROKER_BEARER_TOKEN_FILES, the whole value */
+#define BROKER_MAX_BEARER_ALLOW_ENTRIES 32
+
+/* Revocations (appended; see revoked.c) */
+#define BROKER_REVOKED_MAX_STALE_MS 5000   /* no complete revocation sync for longer: Broker tokens get 503 */
 
 #endif

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <openssl/crypto.h>
+#include "bearer.h"
 #include "bounds.h"
 #include "config.h"
 #include "explain.h"
@@ -106,6 +107,9 @@ static const struct jwks *on_keys(void *arg, const struct issuer_cfg *c)
         enum issuers_fetch_result r = issuers_fetch_from(&src, NULL, &out);
         if (r == ISSUERS_FETCH_OK)
             k->jwks = out.jwks;
+        else if (r == ISSUERS_FETCH_CREDENTIALS && !bearer_path_allowed(c->bearer_token_file))
+            fprintf(k->err, "issuer %s: bearer_token_file %s: not allowed by BROKER_BEARER_TOKEN_FILES\n", c->name,
+                    c->bearer_token_file);
         else
             fprintf(k->err, "issuer %s: key fetch failed at %s: %s (HTTP status %ld)\n", c->name,
                     out.stage ? out.stage : "setup", issuers_fetch_result_name(r), out.status);
@@ -255,6 +259,11 @@ int cli_policy_test_io(int argc, char **argv, FILE *out, FILE *err)
     if (broker_issuer(o.issuer_url, issuer, sizeof(issuer), err) != 0)
         goto out;
     rq.broker_issuer = issuer;
+    /* the same rule as serve: a document read here names files too, and their contents are sent */
+    if (bearer_allowlist_set(getenv("BROKER_BEARER_TOKEN_FILES"), msg, sizeof(msg)) != BROKER_OK) {
+        fprintf(err, "policy test: %s\n", msg);
+        goto out;
+    }
     /* a token file may end in a newline; anything larger than a token plus slack is not one */
     token = read_file(strcmp(o.token_file, "-") == 0 ? stdin : NULL, o.token_file, BROKER_MAX_TOKEN_LEN + 4096,
                       &token_len, err);

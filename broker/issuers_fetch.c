@@ -206,7 +206,8 @@ static enum issuers_fetch_result bearer_header(const char *path, char **line)
     *line = NULL;
     if (buf == NULL)
         return ISSUERS_FETCH_INTERNAL;
-    if (!bearer_file_read(path, buf + pre, BROKER_MAX_BEARER_FILE_BYTES + 1, &n)) {
+    /* not allowed or unreadable alike: the fetch reports "credentials" (bearer.c logs a refusal) */
+    if (bearer_file_read(path, buf + pre, BROKER_MAX_BEARER_FILE_BYTES + 1, &n) != BEARER_OK) {
         OPENSSL_cleanse(buf, cap + 1);
         free(buf);
         return ISSUERS_FETCH_CREDENTIALS;
@@ -241,8 +242,8 @@ static bool https_authority(const char *u, const char **a, size_t *alen)
     return true;
 }
 
-/* A discovered jwks_uri gets the credential only on the issuer's own origin: the discovery
- * document must not be able to send it elsewhere. */
+/* A jwks_uri gets the credential only on the issuer's own origin: neither a discovery document
+ * nor an issuer document's jwks_uri may send it elsewhere. */
 static bool same_origin(const char *x, const char *y)
 {
     const char *a, *b;
@@ -501,9 +502,11 @@ enum issuers_fetch_result issuers_fetch_from(const struct issuers_fetch_src *src
         if ((r = parse_discovery(b, src->url, &found)) != ISSUERS_FETCH_OK)
             goto out;
         uri = found;
-        if (!same_origin(src->url, uri))
-            headers = NULL;
     }
+    /* the token is the cluster's credential: only the issuer's own origin gets it, whether the
+     * jwks_uri was discovered or configured (an admin could name any host) */
+    if (!same_origin(src->url, uri))
+        headers = NULL;
     out->stage = "jwks";
     if ((r = http_get(h, uri, headers, deadline, b, &out->status)) != ISSUERS_FETCH_OK)
         goto out;

@@ -18,7 +18,7 @@ enum issuers_fetch_result {
     ISSUERS_FETCH_ISSUER_MISMATCH, /* discovery "issuer" is not the registered url */
     ISSUERS_FETCH_BAD_JWKS,        /* jwks_parse refused the document */
     ISSUERS_FETCH_INTERNAL,
-    ISSUERS_FETCH_CREDENTIALS,     /* bearer_token_file missing, empty, too large or not a token */
+    ISSUERS_FETCH_CREDENTIALS,     /* bearer_token_file not allowed, missing, empty, too large or not a token */
     ISSUERS_FETCH__COUNT
 };
 
@@ -51,8 +51,9 @@ enum broker_err issuers_fetch_connect_to(const char *spec, char *err, size_t err
 const char *issuers_fetch_result_name(enum issuers_fetch_result r);
 
 /* Fetch the key set of src->url. Discovery's "issuer" must equal url. bearer_token_file is read
- * at each call (projected tokens rotate) and sent as "Authorization: Bearer" to the url's origin
- * and to a configured jwks_uri; a discovered jwks_uri on another origin never gets it. The
+ * at each call (projected tokens rotate; only if BROKER_BEARER_TOKEN_FILES allows it, see bearer.h,
+ * else ISSUERS_FETCH_CREDENTIALS) and sent as "Authorization: Bearer" to the url's origin only: a
+ * jwks_uri on another origin, discovered or configured, never gets it. The
  * transfer gives up as soon as *cancel (may be NULL) becomes true. */
 enum issuers_fetch_result issuers_fetch_from(const struct issuers_fetch_src *src, const atomic_bool *cancel,
                                              struct issuers_fetch_out *out);

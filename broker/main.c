@@ -8,6 +8,7 @@
 #include <curl/curl.h>
 #include "admin.h"
 #include "audit.h"
+#include "bearer.h"
 #include "cli_audit.h"
 #include "cli_exchange.h"
 #include "cli_policy.h"
@@ -105,6 +106,11 @@ static int cmd_serve(int argc, char **argv)
     if (wellknown_init(cfg.issuer) != BROKER_OK)
         goto out;
     if (issuers_fetch_connect_to(getenv("BROKER_FETCH_CONNECT_TO"), err, sizeof(err)) != BROKER_OK) {
+        fprintf(stderr, "serve: %s\n", err);
+        goto out;
+    }
+    /* which files issuer documents may name as bearer_token_file: unset allows none */
+    if (bearer_allowlist_set(getenv("BROKER_BEARER_TOKEN_FILES"), err, sizeof(err)) != BROKER_OK) {
         fprintf(stderr, "serve: %s\n", err);
         goto out;
     }

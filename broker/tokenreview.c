@@ -39,7 +39,8 @@ static const struct {
     [TOKENREVIEW_ERR_TLS] = {"tls", "TokenReview unavailable: TLS with the Kubernetes API server failed (check the "
                                     "issuer's ca_file); nothing was issued"},
     [TOKENREVIEW_ERR_TIMEOUT] = {"timeout", "TokenReview unavailable: the Kubernetes API server did not answer in "
-                                            "time; nothing was issued (fail closed)"},
+                                            "time (or the review waited too long in the queue); nothing was issued "
+                                            "(fail closed)"},
     [TOKENREVIEW_ERR_UNAUTHORIZED] = {"unauthorized", "TokenReview unavailable: the Kubernetes API server refused "
                                                       "the broker's bearer_token_file token (401/403: expired, or "
                                                       "missing the system:auth-delegator role); nothing was issued"},
@@ -47,8 +48,9 @@ static const struct {
                                                     "with an unexpected HTTP status; nothing was issued"},
     [TOKENREVIEW_ERR_BAD_RESPONSE] = {"bad_response", "TokenReview unavailable: the answer was not a TokenReview "
                                                       "for the requested audience; nothing was issued"},
-    [TOKENREVIEW_ERR_BEARER] = {"bearer_file", "TokenReview unavailable: the issuer's bearer_token_file cannot be "
-                                               "read or holds no token; nothing was issued"},
+    [TOKENREVIEW_ERR_BEARER] = {"bearer_file", "TokenReview unavailable: the issuer's bearer_token_file is not "
+                                               "allowed by BROKER_BEARER_TOKEN_FILES, cannot be read or holds no "
+                                               "token; nothing was issued"},
     [TOKENREVIEW_ERR_OVERLOADED] = {"overloaded", "TokenReview unavailable: too many reviews are pending; nothing "
                                                   "was issued (fail closed)"},
     [TOKENREVIEW_ERR_INTERNAL] = {"internal", "TokenReview unavailable: internal error; nothing was issued"},
@@ -69,6 +71,21 @@ static int64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts); /* compared with the token's exp */
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* queue ages: immune to clock steps */
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A review that waited in the queue this long is answered "timeout" without asking the server:
+ * its exchange has waited a whole review's time already, and must not outlive the shutdown
+ * drain behind a slow API server. */
+static bool review_stale(int64_t enqueued_ms, int64_t now)
+{
+    return now - enqueued_ms >= BROKER_TOKEN_REVIEW_TIMEOUT_MS;
 }
 
 /* ------------------------------------------------------------------ cache (under mu) */
@@ -274,6 +291,7 @@ struct review {
     char *token;            /* wiped before free */
     size_t token_len;
     int64_t exp, cache_s;
+    int64_t enqueued_ms;    /* mono_ms() when queued: see review_stale */
     bool running;
     struct waiter *waiters;
 };
@@ -305,8 +323,8 @@ static enum tokenreview_result review_perform(CURL *h, const struct review *rv, 
     b->len = 0;
     b->too_large = false;
     r = TOKENREVIEW_ERR_BEARER;
-    if (!bearer_file_read(rv->bearer_file, bearer + pre, BROKER_MAX_BEARER_FILE_BYTES + 1, &blen))
-        goto out;
+    if (bearer_file_read(rv->bearer_file, bearer + pre, BROKER_MAX_BEARER_FILE_BYTES + 1, &blen) != BEARER_OK)
+        goto out; /* a refusal by BROKER_BEARER_TOKEN_FILES is logged by bearer.c */
     bearer[pre + blen] = '\0';
     r = TOKENREVIEW_ERR_INTERNAL;
     if ((req = request_body(rv->token, rv->token_len, rv->audience, &body_len)) == NULL)
@@ -416,12 +434,16 @@ static void *worker_main(void *unused)
 
         long status = 0;
         int64_t t0 = now_ms();
-        enum tokenreview_result r = h != NULL ? review_perform(h, rv, &status) : TOKENREVIEW_ERR_INTERNAL;
+        /* joined waiters share the review's age: they wait behind the same queue */
+        bool stale = review_stale(rv->enqueued_ms, mono_ms());
+        enum tokenreview_result r = stale       ? TOKENREVIEW_ERR_TIMEOUT
+                                    : h != NULL ? review_perform(h, rv, &status)
+                                                : TOKENREVIEW_ERR_INTERNAL;
         int64_t t1 = now_ms();
         atomic_fetch_add_explicit(&counts[r], 1, memory_order_relaxed);
         log_msg(r <= TOKENREVIEW_REJECTED ? LOG_INFO : LOG_WARN, "token_review",
-                "issuer=%s result=%s status=%ld token_sha256=%s ms=%lld", rv->issuer, tokenreview_result_name(r),
-                status, rv->fp, (long long)(t1 - t0));
+                "issuer=%s result=%s status=%ld token_sha256=%s ms=%lld%s", rv->issuer, tokenreview_result_name(r),
+                status, rv->fp, (long long)(t1 - t0), stale ? " queued_too_long=true" : "");
 
         pthread_mutex_lock(&mu);
         /* only answers are cached: an outage must not outlive itself */
@@ -567,6 +589,7 @@ bool tokenreview_check(const struct tokenreview_request *rq, enum tokenreview_re
     if (!async && running && !stopping && npending < BROKER_TOKEN_REVIEW_QUEUE_MAX &&
         (rv = review_new(rq, key)) != NULL) {
         rv->waiters = w;
+        rv->enqueued_ms = mono_ms();
         w = NULL;
         struct review **pp = &pending;
         while (*pp != NULL)

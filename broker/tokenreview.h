@@ -16,11 +16,12 @@ enum tokenreview_result {
     /* no answer: the exchange is refused all the same (fail closed) and nothing is cached */
     TOKENREVIEW_ERR_NETWORK,      /* connect, DNS, reset */
     TOKENREVIEW_ERR_TLS,          /* handshake or certificate verification */
-    TOKENREVIEW_ERR_TIMEOUT,      /* BROKER_TOKEN_REVIEW_TIMEOUT_MS */
+    TOKENREVIEW_ERR_TIMEOUT,      /* BROKER_TOKEN_REVIEW_TIMEOUT_MS, or queued that long before a thread was free */
     TOKENREVIEW_ERR_UNAUTHORIZED, /* 401/403: our bearer token is refused or lacks the RBAC grant */
     TOKENREVIEW_ERR_HTTP_STATUS,  /* any other status, redirects included */
     TOKENREVIEW_ERR_BAD_RESPONSE, /* not a TokenReview, too large, or not audience-aware */
-    TOKENREVIEW_ERR_BEARER,       /* bearer_token_file unreadable, empty, too large or not a token */
+    TOKENREVIEW_ERR_BEARER,       /* bearer_token_file not allowed (BROKER_BEARER_TOKEN_FILES), unreadable, empty,
+                                     too large or not a token */
     TOKENREVIEW_ERR_OVERLOADED,   /* BROKER_TOKEN_REVIEW_QUEUE_MAX reviews pending, or not started */
     TOKENREVIEW_ERR_INTERNAL,
     TOKENREVIEW__COUNT
