@@ -89,7 +89,7 @@ enum broker_err lifecycle_verify(const uint8_t *tok, size_t len, int64_t now, st
         return rc;
     const char *jti = json_string_value(json_object_get(out->claims, "jti"));
     if (!revoked_loaded())
-        rc = BROKER_ERR_NOT_READY; /* cannot tell a revoked token from a live one yet */
+        rc = BROKER_ERR_NOT_READY; /* never or not lately synced: a revocation elsewhere may be missing */
     else if (revoked_has(jti, strlen(jti)))
         rc = BROKER_ERR_TOKEN_REVOKED;
     if (rc != BROKER_OK)
@@ -135,7 +135,7 @@ void lifecycle_run_introspect(struct admin_job *j)
     /* token_type_hint is accepted and ignored: Broker introspects only its own access tokens */
     e = lifecycle_verify((const uint8_t *)tok, tlen, (int64_t)time(NULL), &t);
     if (e == BROKER_ERR_NOT_READY) {
-        admin_job_fail(j, 503, "temporarily_unavailable", "revoked tokens are not loaded yet");
+        admin_job_fail(j, 503, "temporarily_unavailable", "revoked tokens are not loaded or not current");
         goto out;
     }
     json_t *o = json_pack("{s:b}", "active", e == BROKER_OK);

@@ -22,7 +22,8 @@ void lifecycle_init(const char *issuer);
  * BAD_SIGNATURE, EXPIRED/NOT_YET_VALID/MISSING_EXP, INTERNAL (no keyring). */
 enum broker_err lifecycle_verify_signed(const uint8_t *tok, size_t len, int64_t now, struct jwt *out) BROKER_WUR;
 /* lifecycle_verify_signed, then the revocation set: TOKEN_REVOKED for a revoked jti, NOT_READY
- * while the set has not been loaded yet (fail closed; *out empty on both). */
+ * while the set is not loaded yet or is stale (revoked_loaded: no complete sync within
+ * BROKER_REVOKED_MAX_STALE_MS) — fail closed; *out empty on both. */
 enum broker_err lifecycle_verify(const uint8_t *tok, size_t len, int64_t now, struct jwt *out) BROKER_WUR;
 
 /* POST /v1/introspect: {"active":true,...claims,"token_type":"Bearer"} or {"active":false};

@@ -4,6 +4,7 @@
 #include "audit.h"
 #include "issuers.h"
 #include "prof.h"
+#include "revoked.h"
 #include "tokenreview.h"
 
 static const uint64_t bucket_us[] = {500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000};
@@ -92,5 +93,6 @@ size_t metrics_render(char *out, size_t cap)
     len += n;
     len += tokenreview_metrics(out + len, cap - len);
     len += prof_metrics(out + len, cap - len);
+    len += revoked_metrics(out + len, cap - len);
     return len;
 }

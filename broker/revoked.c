@@ -6,8 +6,11 @@
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include "bounds.h"
 
 #define REVOKED_MIN_CAP 64 /* a power of two */
 
@@ -162,7 +165,8 @@ size_t revoked_set_count(const struct revoked_set *s)
 
 static pthread_rwlock_t lock = PTHREAD_RWLOCK_INITIALIZER;
 static struct revoked_set *global;
-static atomic_bool loaded;
+/* monotonic ms of the last complete sync (REVOKED_NEVER: none since revoked_init) */
+static _Atomic int64_t synced_ms = REVOKED_NEVER;
 
 enum broker_err revoked_init(void)
 {
@@ -177,7 +181,7 @@ enum broker_err revoked_init(void)
     global = s;
     pthread_rwlock_unlock(&lock);
     revoked_set_free(old);
-    atomic_store(&loaded, false);
+    atomic_store(&synced_ms, REVOKED_NEVER);
     return BROKER_OK;
 }
 
@@ -188,7 +192,7 @@ void revoked_shutdown(void)
     global = NULL;
     pthread_rwlock_unlock(&lock);
     revoked_set_free(s);
-    atomic_store(&loaded, false);
+    atomic_store(&synced_ms, REVOKED_NEVER);
 }
 
 enum broker_err revoked_add(const char *jti, size_t len, int64_t exp)
@@ -223,12 +227,64 @@ size_t revoked_count(void)
     return n;
 }
 
+int64_t revoked_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool revoked_fresh(int64_t synced, int64_t now_ms)
+{
+    if (synced == REVOKED_NEVER)
+        return false;
+    /* now_ms > synced: the difference fits in uint64_t whatever the values */
+    return now_ms <= synced || (uint64_t)now_ms - (uint64_t)synced <= (uint64_t)BROKER_REVOKED_MAX_STALE_MS;
+}
+
+void revoked_mark_synced(int64_t now_ms)
+{
+    int64_t cur = atomic_load(&synced_ms);
+    while (cur < now_ms && !atomic_compare_exchange_weak(&synced_ms, &cur, now_ms))
+        ;
+}
+
 void revoked_mark_loaded(void)
 {
-    atomic_store(&loaded, true);
+    revoked_mark_synced(revoked_now_ms());
+}
+
+bool revoked_loaded_at(int64_t now_ms)
+{
+    return revoked_fresh(atomic_load(&synced_ms), now_ms);
 }
 
 bool revoked_loaded(void)
 {
-    return atomic_load(&loaded);
+    return revoked_loaded_at(revoked_now_ms());
+}
+
+int64_t revoked_sync_age_ms(void)
+{
+    int64_t synced = atomic_load(&synced_ms), now_ms = revoked_now_ms();
+    if (synced == REVOKED_NEVER)
+        return -1;
+    return now_ms > synced ? now_ms - synced : 0;
+}
+
+size_t revoked_metrics(char *out, size_t cap)
+{
+    char age[32];
+    int64_t ms = revoked_sync_age_ms();
+    if (ms < 0)
+        snprintf(age, sizeof(age), "+Inf"); /* never synced: as stale as it gets */
+    else
+        snprintf(age, sizeof(age), "%.3f", (double)ms / 1000.0);
+    int n = snprintf(out, cap,
+                     "# HELP broker_revocations_sync_age_seconds Time since this replica last copied every stored "
+                     "revocation; above %g Broker tokens are answered 503.\n"
+                     "# TYPE broker_revocations_sync_age_seconds gauge\nbroker_revocations_sync_age_seconds %s\n"
+                     "# TYPE broker_revocations gauge\nbroker_revocations %zu\n",
+                     (double)BROKER_REVOKED_MAX_STALE_MS / 1000.0, age, revoked_count());
+    return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
 }

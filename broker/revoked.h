@@ -2,7 +2,8 @@
  * revoked_tokens table is the truth; the state thread copies it here at start and then every
  * second and on each NOTIFY broker_revoke (incrementally, by seq), and a replica that revokes a
  * token adds it at once. Readers (event loops, the admin worker) take a read lock around a hash
- * lookup: no I/O is ever done under the lock, so a reader never waits on PostgreSQL. */
+ * lookup: no I/O is ever done under the lock, so a reader never waits on PostgreSQL. A set whose
+ * last complete sync is older than BROKER_REVOKED_MAX_STALE_MS is not trusted (see revoked_loaded). */
 #ifndef BROKER_REVOKED_H
 #define BROKER_REVOKED_H
 #include <stdbool.h>
@@ -36,9 +37,26 @@ enum broker_err revoked_add(const char *jti, size_t len, int64_t exp) BROKER_WUR
 bool revoked_has(const char *jti, size_t len);
 size_t revoked_prune(int64_t now);
 size_t revoked_count(void);
-/* The state thread says the set holds every stored revocation (set once, after the first full
- * load). Until then a Broker token cannot be judged: callers fail closed. */
+/* Freshness. The state thread stamps each complete sync round (every stored revocation copied,
+ * including the re-read of recent ones) with the monotonic clock. A set never synced, or last
+ * synced more than BROKER_REVOKED_MAX_STALE_MS ago, cannot judge a Broker token: callers fail
+ * closed (NOT_READY), because revocations made on other replicas may be missing from it. */
+#define REVOKED_NEVER INT64_MIN
+/* CLOCK_MONOTONIC in milliseconds. */
+int64_t revoked_now_ms(void);
+/* Pure rule: a set last synced at synced_ms (REVOKED_NEVER: not yet) is usable at now_ms. A stamp
+ * later than now_ms (a sync finished after the caller read the clock) counts as fresh. */
+bool revoked_fresh(int64_t synced_ms, int64_t now_ms);
+/* A complete sync round finished at now_ms (monotonic); a stamp older than the current one is ignored. */
+void revoked_mark_synced(int64_t now_ms);
+/* revoked_mark_synced(revoked_now_ms()). */
 void revoked_mark_loaded(void);
+/* The process-wide set is usable at now_ms / now: synced at least once and not stale. */
+bool revoked_loaded_at(int64_t now_ms);
 bool revoked_loaded(void);
+/* Milliseconds since the last complete sync; -1 before the first. */
+int64_t revoked_sync_age_ms(void);
+/* Prometheus text (sync age, set size) appended by metrics_render; 0 when out is too small. */
+size_t revoked_metrics(char *out, size_t cap);
 
 #endif

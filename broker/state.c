@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <openssl/rand.h>
+#include "bounds.h"
 #include "idlimit.h"
 #include "issuers.h"
 #include "log.h"
@@ -71,7 +72,7 @@ bool state_ready(void)
     pthread_mutex_lock(&mu);
     bool ok = cur_policy != NULL && cur_keys != NULL && cur_keys->ring->active != NULL;
     pthread_mutex_unlock(&mu);
-    return ok && atomic_load(&db_up) && revoked_loaded();
+    return ok && atomic_load(&db_up);
 }
 
 void state_kick(void)
@@ -179,7 +180,8 @@ remember:
 /* ---- revocations: PostgreSQL -> this replica's set ---- */
 
 static int64_t revoke_seq; /* the largest seq copied into the set (state thread only) */
-static bool revoke_failing;
+static bool revoke_failing, revoke_was_loaded, revoke_stale;
+static int64_t revoke_ok_ms = REVOKED_NEVER; /* monotonic ms of this thread's last complete round */
 
 static enum broker_err on_revocation(void *arg, const char *jti, size_t len, int64_t exp)
 {
@@ -190,11 +192,26 @@ static enum broker_err on_revocation(void *arg, const char *jti, size_t len, int
     return e == BROKER_ERR_BAD_REQUEST ? BROKER_OK : e;
 }
 
+/* Seconds of history to re-read: REVOKE_RECENT_S past the last complete round, so that after an
+ * outage a row whose seq was taken before that round but committed during the outage is still
+ * seen; capped where every revocation has been pruned anyway. */
+static int recent_window_s(int64_t now_ms)
+{
+    int64_t cap = BROKER_MAX_TTL_S + 2 * 60 + REVOKE_RECENT_S, gap;
+    if (revoke_ok_ms == REVOKED_NEVER)
+        return REVOKE_RECENT_S;
+    gap = now_ms > revoke_ok_ms ? (now_ms - revoke_ok_ms) / 1000 + 1 : 0;
+    return (int)(gap > cap - REVOKE_RECENT_S ? cap : REVOKE_RECENT_S + gap);
+}
+
 /* Copy revocations made since the last round into the set: new seqs page by page, then the last
- * REVOKE_RECENT_S seconds again. The set is "loaded" after the first complete round. */
+ * REVOKE_RECENT_S seconds (or more after a failure) again. Only a complete round stamps the set
+ * fresh (revoked_mark_synced); when rounds keep failing it goes stale after
+ * BROKER_REVOKED_MAX_STALE_MS and Broker tokens are refused with 503 until one succeeds. */
 static void sync_revocations(struct store *st)
 {
     int rows = 0;
+    int64_t start_ms = revoked_now_ms(); /* what the round saw is at least this fresh */
     enum broker_err e = st != NULL ? BROKER_OK : BROKER_ERR_DB;
     while (e == BROKER_OK) {
         e = store_revoke_list(st, revoke_seq, REVOKE_PAGE, on_revocation, NULL, &revoke_seq, &rows);
@@ -202,18 +219,28 @@ static void sync_revocations(struct store *st)
             break;
     }
     if (e == BROKER_OK)
-        e = store_revoke_recent(st, REVOKE_RECENT_S, on_revocation, NULL, &rows);
+        e = store_revoke_recent(st, recent_window_s(start_ms), on_revocation, NULL, &rows);
     if (e != BROKER_OK) {
         if (!revoke_failing && st != NULL)
             log_msg(LOG_WARN, "revocations_load_failed", "reason=%s detail=\"%s\"", broker_strerror(e),
                     store_last_error(st));
         revoke_failing = true;
+        if (revoke_was_loaded && !revoke_stale && !revoked_loaded()) {
+            revoke_stale = true;
+            log_msg(LOG_ERROR, "revocations_stale", "age_ms=%lld max_ms=%d reason=%s",
+                    (long long)revoked_sync_age_ms(), BROKER_REVOKED_MAX_STALE_MS, broker_strerror(e));
+        }
         return;
     }
     revoke_failing = false;
-    if (!revoked_loaded()) {
-        revoked_mark_loaded();
+    revoke_ok_ms = start_ms;
+    revoked_mark_synced(start_ms);
+    if (!revoke_was_loaded) {
+        revoke_was_loaded = true;
         log_msg(LOG_INFO, "revocations_loaded", "count=%zu seq=%lld", revoked_count(), (long long)revoke_seq);
+    } else if (revoke_stale) {
+        revoke_stale = false;
+        log_msg(LOG_INFO, "revocations_fresh", "count=%zu seq=%lld", revoked_count(), (long long)revoke_seq);
     }
 }
 
@@ -327,4 +354,6 @@ void state_stop(void)
     json_decref(last_identities);
     last_issuers = last_identities = NULL;
     revoke_seq = 0;
+    revoke_ok_ms = REVOKED_NEVER;
+    revoke_failing = revoke_was_loaded = revoke_stale = false;
 }

@@ -2,7 +2,7 @@
  * immutable once published; a background thread rebuilds them (policies from PostgreSQL,
  * keys from BROKER_KEYS_DIR) and swaps the reference. A failed rebuild keeps the old one. The
  * same thread copies revocations (revoked_tokens) into the revoked set (revoked.h): at start,
- * each second and on NOTIFY broker_revoke. */
+ * each second and on NOTIFY broker_revoke, stamping each complete round (revoked_mark_synced). */
 #ifndef BROKER_STATE_H
 #define BROKER_STATE_H
 #include <stdbool.h>
@@ -23,7 +23,8 @@ struct policy_set *state_policy_get(void);
 struct keyring_ref *state_keys_get(void);
 const struct keyring *state_keys_ring(const struct keyring_ref *k);
 void state_keys_put(struct keyring_ref *k);
-/* Policies and revocations loaded at least once and the database reachable at the last check. */
+/* Policies and keys loaded and the database reachable at the last check (revocations: see
+ * revoked_loaded, which /readyz reports beside this). */
 bool state_ready(void);
 /* Rebuild now (used after a local change; the periodic check does the same within 1 s). */
 void state_kick(void);

@@ -5,6 +5,7 @@
 #include "audit.h"
 #include "issuers.h"
 #include "metrics.h"
+#include "revoked.h"
 #include "state.h"
 
 static char *discovery;
@@ -61,15 +62,19 @@ int wellknown_healthz(struct http_request *r)
     return 0;
 }
 
+/* Ready: able to serve every endpoint. Revocations count too (a replica whose set is stale answers
+ * Broker-token credentials and introspection with 503); token exchange does not consult them, and
+ * a PostgreSQL outage already made this 503 through the state check before staleness existed. */
 int wellknown_readyz(struct http_request *r)
 {
-    char body[256];
-    bool policies = state_ready(), audit = audit_db_up(), draining = http_draining();
-    bool ready = policies && audit && !draining;
+    char body[288];
+    bool policies = state_ready(), revocations = revoked_loaded(), audit = audit_db_up(), draining = http_draining();
+    bool ready = policies && revocations && audit && !draining;
     int n = snprintf(body, sizeof(body),
-                     "{\"ready\":%s,\"policies_and_keys\":%s,\"audit_store\":%s,\"issuer_keys\":%s,\"draining\":%s}",
-                     ready ? "true" : "false", policies ? "true" : "false", audit ? "true" : "false",
-                     issuers_ready() ? "true" : "false", draining ? "true" : "false");
+                     "{\"ready\":%s,\"policies_and_keys\":%s,\"revocations\":%s,\"audit_store\":%s,"
+                     "\"issuer_keys\":%s,\"draining\":%s}",
+                     ready ? "true" : "false", policies ? "true" : "false", revocations ? "true" : "false",
+                     audit ? "true" : "false", issuers_ready() ? "true" : "false", draining ? "true" : "false");
     http_respond_json(r, ready ? 200 : 503, body, (size_t)n);
     return 0;
 }

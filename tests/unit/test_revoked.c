@@ -1,10 +1,11 @@
 /* The revoked-jti set: membership, idempotent adds keeping the later exp, growth past many
  * resizes, pruning by exp (and shrinking), bounds, colliding seeds, and the process-wide set
- * read by several threads while one writes. */
+ * read by several threads while one writes, and the staleness rule (fixed clock). */
 #include "test_util.h"
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include "bounds.h"
 #include "revoked.h"
 
 static bool has(const struct revoked_set *s, const char *jti)
@@ -144,6 +145,86 @@ static void test_global_lifecycle(void **state)
     assert_false(revoked_has("x", 1));
 }
 
+/* The pure rule: never synced is never usable; usable up to and including the bound, not a
+ * millisecond after; a stamp newer than the caller's clock reading is fresh. */
+static void test_staleness_rule(void **state)
+{
+    (void)state;
+    const int64_t t = 1000000, max = BROKER_REVOKED_MAX_STALE_MS;
+    assert_false(revoked_fresh(REVOKED_NEVER, t));
+    assert_false(revoked_fresh(REVOKED_NEVER, INT64_MIN));
+    assert_false(revoked_fresh(REVOKED_NEVER, INT64_MAX));
+    assert_true(revoked_fresh(t, t));
+    assert_true(revoked_fresh(t, t + 1000)); /* the sync runs every second */
+    assert_true(revoked_fresh(t, t + max));
+    assert_false(revoked_fresh(t, t + max + 1));
+    assert_false(revoked_fresh(t, t + 3600 * 1000));
+    assert_true(revoked_fresh(t, t - 5)); /* synced after the reader took its clock */
+    assert_true(revoked_fresh(0, 0));     /* 0 is a time, not "never" */
+    assert_false(revoked_fresh(0, max + 1));
+    assert_false(revoked_fresh(INT64_MIN + 1, INT64_MAX)); /* no overflow into "fresh" */
+    assert_true(max >= 2000 && max <= 60000);              /* several 1 s rounds, yet well under a token's life */
+}
+
+/* The process-wide stamp: fresh after a sync, stale once no round succeeded within the bound,
+ * fresh again after the next; revoked_init and revoked_shutdown forget it; a late stamp older
+ * than the current one does not move it back. */
+static void test_global_staleness(void **state)
+{
+    (void)state;
+    const int64_t t = 50000, max = BROKER_REVOKED_MAX_STALE_MS;
+    assert_int_equal(revoked_init(), BROKER_OK);
+    assert_false(revoked_loaded_at(t));
+    assert_int_equal(revoked_sync_age_ms(), -1);
+    revoked_mark_synced(t);
+    assert_true(revoked_loaded_at(t + max));
+    assert_false(revoked_loaded_at(t + max + 1)); /* rounds kept failing: fail closed */
+    revoked_mark_synced(t - 1000);                /* an older stamp is ignored */
+    assert_false(revoked_loaded_at(t + max + 1));
+    revoked_mark_synced(t + max + 500); /* a round succeeded again */
+    assert_true(revoked_loaded_at(t + max + 1));
+    assert_true(revoked_loaded_at(t + 2 * max + 500));
+    assert_false(revoked_loaded_at(t + 2 * max + 501));
+    /* the real clock: just synced is loaded, a stamp older than the bound is not */
+    assert_int_equal(revoked_init(), BROKER_OK);
+    int64_t now = revoked_now_ms();
+    revoked_mark_synced(now - max - 1000);
+    assert_false(revoked_loaded());
+    int64_t age = revoked_sync_age_ms();
+    assert_true(age >= max + 1000 && age < max + 60000);
+    revoked_mark_loaded();
+    assert_true(revoked_loaded());
+    assert_true(revoked_sync_age_ms() >= 0 && revoked_sync_age_ms() < 1000);
+    revoked_shutdown();
+    assert_false(revoked_loaded());
+    assert_int_equal(revoked_sync_age_ms(), -1);
+}
+
+/* /metrics: the age in seconds (+Inf before any sync) and the set size; nothing when it does not fit. */
+static void test_metrics(void **state)
+{
+    (void)state;
+    char buf[1024];
+    assert_int_equal(revoked_init(), BROKER_OK);
+    size_t n = revoked_metrics(buf, sizeof(buf));
+    assert_true(n > 0 && n == strlen(buf));
+    assert_non_null(strstr(buf, "\nbroker_revocations_sync_age_seconds +Inf\n"));
+    assert_non_null(strstr(buf, "# TYPE broker_revocations_sync_age_seconds gauge\n"));
+    assert_non_null(strstr(buf, "\nbroker_revocations 0\n"));
+    assert_int_equal(revoked_add("a", 1, 100), BROKER_OK);
+    revoked_mark_synced(revoked_now_ms() - 7000);
+    n = revoked_metrics(buf, sizeof(buf));
+    assert_true(n > 0);
+    const char *v = strstr(buf, "\nbroker_revocations_sync_age_seconds ");
+    assert_non_null(v);
+    double age = strtod(v + strlen("\nbroker_revocations_sync_age_seconds "), NULL);
+    assert_true(age >= 7.0 && age < 67.0);
+    assert_non_null(strstr(buf, "\nbroker_revocations 1\n"));
+    assert_int_equal(revoked_metrics(buf, n), 0); /* one byte short (the NUL) */
+    assert_int_equal(revoked_metrics(buf, 0), 0);
+    revoked_shutdown();
+}
+
 struct reader_arg {
     int misses;   /* a jti added before the readers started that was not found */
     int phantoms; /* a never-added jti that was found */
@@ -203,6 +284,9 @@ int main(void)
         cmocka_unit_test(test_grow_and_prune),
         cmocka_unit_test(test_seeds),
         cmocka_unit_test(test_global_lifecycle),
+        cmocka_unit_test(test_staleness_rule),
+        cmocka_unit_test(test_global_staleness),
+        cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_global_concurrent_readers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
