@@ -179,36 +179,185 @@ static const char *write_tmp(const char *content, size_t len)
 static void test_bearer_file_read(void **state)
 {
     (void)state;
-    char buf[BROKER_MAX_BEARER_FILE_BYTES + 1];
+    char buf[BROKER_MAX_BEARER_FILE_BYTES + 1], err[256];
     size_t len = 0;
+    assert_int_equal(bearer_allowlist_set("/tmp/", err, sizeof(err)), BROKER_OK);
     const char *p = write_tmp("abc.def-ghi\n", 12);
-    assert_true(bearer_file_read(p, buf, sizeof(buf), &len));
+    assert_int_equal(bearer_file_read(p, buf, sizeof(buf), &len), BEARER_OK);
     assert_int_equal(len, 11);
     assert_memory_equal(buf, "abc.def-ghi", 11);
     p = write_tmp("tok \r\n\t", 7);
-    assert_true(bearer_file_read(p, buf, sizeof(buf), &len));
+    assert_int_equal(bearer_file_read(p, buf, sizeof(buf), &len), BEARER_OK);
     assert_int_equal(len, 3);
     p = write_tmp("\n\n", 2);
-    assert_false(bearer_file_read(p, buf, sizeof(buf), &len)); /* empty */
+    assert_int_equal(bearer_file_read(p, buf, sizeof(buf), &len), BEARER_UNREADABLE); /* empty */
     p = write_tmp("a\nb", 3);
-    assert_false(bearer_file_read(p, buf, sizeof(buf), &len)); /* a header injection */
+    assert_int_equal(bearer_file_read(p, buf, sizeof(buf), &len), BEARER_UNREADABLE); /* a header injection */
     p = write_tmp("a b", 3);
-    assert_false(bearer_file_read(p, buf, sizeof(buf), &len));
+    assert_int_equal(bearer_file_read(p, buf, sizeof(buf), &len), BEARER_UNREADABLE);
     char *big = malloc(BROKER_MAX_BEARER_FILE_BYTES + 1);
     assert_non_null(big);
     memset(big, 'x', BROKER_MAX_BEARER_FILE_BYTES + 1);
     p = write_tmp(big, BROKER_MAX_BEARER_FILE_BYTES);
-    assert_true(bearer_file_read(p, buf, sizeof(buf), &len));
+    assert_int_equal(bearer_file_read(p, buf, sizeof(buf), &len), BEARER_OK);
     assert_int_equal(len, BROKER_MAX_BEARER_FILE_BYTES);
     p = write_tmp(big, BROKER_MAX_BEARER_FILE_BYTES + 1);
-    assert_false(bearer_file_read(p, buf, sizeof(buf), &len)); /* too large */
+    assert_int_equal(bearer_file_read(p, buf, sizeof(buf), &len), BEARER_UNREADABLE); /* too large */
     free(big);
     unlink(p);
-    assert_false(bearer_file_read(p, buf, sizeof(buf), &len)); /* missing */
-    assert_false(bearer_file_read("/tmp", buf, sizeof(buf), &len)); /* not a file */
+    assert_int_equal(bearer_file_read(p, buf, sizeof(buf), &len), BEARER_UNREADABLE); /* missing */
+    assert_int_equal(mkdir(p, 0700), 0);
+    assert_int_equal(bearer_file_read(p, buf, sizeof(buf), &len), BEARER_UNREADABLE); /* not a file */
+    assert_int_equal(rmdir(p), 0);
     assert_int_equal(mkfifo(p, 0600), 0);
-    assert_false(bearer_file_read(p, buf, sizeof(buf), &len)); /* a FIFO without a writer: refused, not a hang */
+    /* a FIFO without a writer: refused, not a hang */
+    assert_int_equal(bearer_file_read(p, buf, sizeof(buf), &len), BEARER_UNREADABLE);
     unlink(p);
+    assert_int_equal(bearer_allowlist_set(NULL, err, sizeof(err)), BROKER_OK);
+}
+
+static void test_bearer_allowlist_parse(void **state)
+{
+    (void)state;
+    char err[512];
+    static const char *const bad[] = {
+        "relative/token", "/a//b", "/a/./b", "/a/../b", "/a/..", "/a/.", "//a", "/", ",/a", "/a,",
+        "/a,,/b", "/a/b,c", "/a\n/b",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(bearer_allowlist_set("/ok/", err, sizeof(err)), BROKER_OK);
+        if (bearer_allowlist_set(bad[i], err, sizeof(err)) != BROKER_ERR_CONFIG)
+            fail_msg("accepted %s", bad[i]);
+        assert_non_null(strstr(err, "BROKER_BEARER_TOKEN_FILES"));
+        assert_false(bearer_path_allowed("/ok/x")); /* a refused list leaves nothing allowed */
+    }
+    char many[BROKER_MAX_BEARER_ALLOW_ENTRIES * 4 + 8] = "";
+    size_t n = 0;
+    for (int i = 0; i <= BROKER_MAX_BEARER_ALLOW_ENTRIES; i++)
+        n += (size_t)snprintf(many + n, sizeof(many) - n, "%s/%c", i ? "," : "", 'a' + i % 26);
+    assert_int_equal(bearer_allowlist_set(many, err, sizeof(err)), BROKER_ERR_CONFIG);
+    char *huge = malloc(BROKER_MAX_BEARER_ALLOW_BYTES + 1);
+    assert_non_null(huge);
+    memset(huge, 'a', BROKER_MAX_BEARER_ALLOW_BYTES);
+    huge[0] = '/';
+    huge[BROKER_MAX_BEARER_ALLOW_BYTES] = '\0';
+    assert_int_equal(bearer_allowlist_set(huge, err, sizeof(err)), BROKER_ERR_CONFIG);
+    free(huge);
+
+    /* unset or empty: nothing at all is allowed (the secure default) */
+    assert_int_equal(bearer_allowlist_set(NULL, err, sizeof(err)), BROKER_OK);
+    assert_false(bearer_path_allowed("/var/run/secrets/kubernetes.io/serviceaccount/token"));
+    assert_int_equal(bearer_allowlist_set("", err, sizeof(err)), BROKER_OK);
+    assert_false(bearer_path_allowed("/var/run/secrets/kubernetes.io/serviceaccount/token"));
+
+    assert_int_equal(bearer_allowlist_set("/var/run/secrets/tokens/,/etc/broker/k8s-token", err, sizeof(err)),
+                     BROKER_OK);
+    static const struct {
+        const char *path;
+        bool ok;
+    } cases[] = {
+        {"/var/run/secrets/tokens/broker", true},
+        {"/var/run/secrets/tokens/..data/broker", true}, /* below, any depth; "..data" is a name */
+        {"/etc/broker/k8s-token", true},
+        {"/var/run/secrets/tokens/", false}, /* the directory itself */
+        {"/var/run/secrets/tokens", false},
+        {"/var/run/secrets/tokensX/broker", false},
+        {"/var/run/secrets/tokens/../../../etc/shadow", false},
+        {"/var/run/secrets/tokens/./broker", false},
+        {"/var/run/secrets/tokens//broker", false},
+        {"/var/run/secrets/tokens/a/..", false},
+        {"/etc/broker/k8s-token2", false},
+        {"/etc/broker/k8s-token/", false},
+        {"/etc/broker/", false},
+        {"/var/run/secrets/kubernetes.io/serviceaccount/token", false},
+        {"var/run/secrets/tokens/broker", false},
+        {"", false},
+        {NULL, false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        if (bearer_path_allowed(cases[i].path) != cases[i].ok)
+            fail_msg("%s: expected %s", cases[i].path ? cases[i].path : "(null)", cases[i].ok ? "allowed" : "refused");
+    assert_int_equal(bearer_allowlist_set(NULL, err, sizeof(err)), BROKER_OK);
+}
+
+/* Refusals happen before the file is opened (a missing and an existing file get the same answer),
+ * and after: the file actually opened must be inside an entry too, so a symlink in an allowed
+ * directory cannot lead elsewhere, while Kubernetes' own ..data symlinks within it still work. */
+static void test_bearer_allowlist_read(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_bearer.XXXXXX", path[256], path2[256], spec[600], err[256], buf[64];
+    size_t len = 0;
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/secret", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("the-secret\n", f);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/ok", dir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    snprintf(path, sizeof(path), "%s/ok/..2026_11_29", dir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    snprintf(path, sizeof(path), "%s/ok/..2026_11_29/token", dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("sa-token\n", f);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/ok/..data", dir);
+    assert_int_equal(symlink("..2026_11_29", path), 0);
+    snprintf(path, sizeof(path), "%s/ok/token", dir);
+    assert_int_equal(symlink("..data/token", path), 0);
+    snprintf(path, sizeof(path), "%s/ok/escape", dir);
+    assert_int_equal(symlink("../secret", path), 0);
+
+    /* nothing allowed: refused, even an existing file */
+    assert_int_equal(bearer_allowlist_set(NULL, err, sizeof(err)), BROKER_OK);
+    snprintf(path, sizeof(path), "%s/ok/token", dir);
+    assert_int_equal(bearer_file_read(path, buf, sizeof(buf), &len), BEARER_NOT_ALLOWED);
+
+    snprintf(spec, sizeof(spec), "%s/ok/", dir);
+    assert_int_equal(bearer_allowlist_set(spec, err, sizeof(err)), BROKER_OK);
+    /* the projected-token layout: token -> ..data/token -> ..2026_11_29/token, all inside */
+    assert_int_equal(bearer_file_read(path, buf, sizeof(buf), &len), BEARER_OK);
+    assert_int_equal(len, 8);
+    assert_memory_equal(buf, "sa-token", 8);
+    /* a symlink inside the allowed directory that points out of it */
+    snprintf(path, sizeof(path), "%s/ok/escape", dir);
+    assert_true(bearer_path_allowed(path)); /* as written it is allowed... */
+    memset(buf, 0, sizeof(buf));
+    assert_int_equal(bearer_file_read(path, buf, sizeof(buf), &len), BEARER_NOT_ALLOWED); /* ...not as opened */
+    assert_null(memmem(buf, sizeof(buf), "the-secret", 10));
+    /* outside the list: the same answer whether the file exists or not */
+    snprintf(path, sizeof(path), "%s/secret", dir);
+    snprintf(path2, sizeof(path2), "%s/missing", dir);
+    assert_int_equal(bearer_file_read(path, buf, sizeof(buf), &len), BEARER_NOT_ALLOWED);
+    assert_int_equal(bearer_file_read(path2, buf, sizeof(buf), &len), BEARER_NOT_ALLOWED);
+    snprintf(path, sizeof(path), "%s/ok/../secret", dir);
+    assert_int_equal(bearer_file_read(path, buf, sizeof(buf), &len), BEARER_NOT_ALLOWED);
+    /* an allowed file entry; the same file through an allowed directory that is a symlink to it */
+    snprintf(spec, sizeof(spec), "%s/secret,%s/link/", dir, dir);
+    snprintf(path, sizeof(path), "%s/link", dir);
+    assert_int_equal(symlink("ok", path), 0);
+    assert_int_equal(bearer_allowlist_set(spec, err, sizeof(err)), BROKER_OK);
+    snprintf(path, sizeof(path), "%s/secret", dir);
+    assert_int_equal(bearer_file_read(path, buf, sizeof(buf), &len), BEARER_OK);
+    assert_int_equal(len, 10);
+    snprintf(path, sizeof(path), "%s/link/token", dir);
+    assert_int_equal(bearer_file_read(path, buf, sizeof(buf), &len), BEARER_OK); /* entries are resolved too */
+    snprintf(path, sizeof(path), "%s/ok/token", dir); /* but the path as written must be listed */
+    assert_int_equal(bearer_file_read(path, buf, sizeof(buf), &len), BEARER_NOT_ALLOWED);
+
+    assert_int_equal(bearer_allowlist_set(NULL, err, sizeof(err)), BROKER_OK);
+    static const char *const rm[] = {"link", "ok/escape", "ok/token", "ok/..data", "ok/..2026_11_29/token", "secret"};
+    for (size_t i = 0; i < sizeof(rm) / sizeof(rm[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, rm[i]);
+        assert_int_equal(unlink(path), 0);
+    }
+    snprintf(path, sizeof(path), "%s/ok/..2026_11_29", dir);
+    assert_int_equal(rmdir(path), 0);
+    snprintf(path, sizeof(path), "%s/ok", dir);
+    assert_int_equal(rmdir(path), 0);
+    assert_int_equal(rmdir(dir), 0);
 }
 
 static void on_cb(void *arg, enum tokenreview_result r)
@@ -263,6 +412,8 @@ static void test_start_stop(void **state)
                                      .exp = 4102444800};
     enum tokenreview_result r;
     int called = 0, joined = 0;
+    char err[128];
+    assert_int_equal(bearer_allowlist_set("/tmp/", err, sizeof(err)), BROKER_OK);
     memset(cache, 0, sizeof(cache));
     assert_int_equal(tokenreview_start(), BROKER_OK);
     assert_int_equal(tokenreview_start(), BROKER_OK); /* idempotent */
@@ -282,6 +433,7 @@ static void test_start_stop(void **state)
     assert_int_equal(r, TOKENREVIEW_ERR_OVERLOADED);
     assert_int_equal(called, 0);
     unlink(bearer);
+    assert_int_equal(bearer_allowlist_set(NULL, err, sizeof(err)), BROKER_OK);
 }
 
 /* An API server that accepts connections and never answers: both threads hang in a review, a third
@@ -304,6 +456,8 @@ static void test_stop_aborts(void **state)
     const char *toks[3] = {"a.a.a", "b.b.b", "c.c.c"};
     int got[3] = {0, 0, 0};
     enum tokenreview_result r;
+    char err[128];
+    assert_int_equal(bearer_allowlist_set("/tmp/", err, sizeof(err)), BROKER_OK);
     assert_int_equal(tokenreview_start(), BROKER_OK);
     for (int i = 0; i < 3; i++) {
         struct tokenreview_request rq = {.issuer = &iss, .audience = AUD, .token = toks[i], .token_len = 5,
@@ -319,6 +473,91 @@ static void test_stop_aborts(void **state)
     assert_int_equal(got[2], TOKENREVIEW_ERR_OVERLOADED + 1);
     close(ls);
     unlink(bearer);
+    assert_int_equal(bearer_allowlist_set(NULL, err, sizeof(err)), BROKER_OK);
+}
+
+static void test_review_stale(void **state)
+{
+    (void)state;
+    assert_false(review_stale(1000, 1000));
+    assert_false(review_stale(1000, 1000 + BROKER_TOKEN_REVIEW_TIMEOUT_MS - 1));
+    assert_true(review_stale(1000, 1000 + BROKER_TOKEN_REVIEW_TIMEOUT_MS));
+}
+
+/* Accepted connections waiting on the listening socket: each is a review that reached the server. */
+static int count_accepted(int ls)
+{
+    int n = 0, c;
+    while ((c = accept4(ls, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
+        close(c);
+        n++;
+    }
+    return n;
+}
+
+/* Both threads hang on an API server that never answers; a third review waits in the queue. Once
+ * it has waited longer than a review may take, it is answered "timeout" when a thread is free,
+ * without asking the server, and so is the request that joined it: an exchange never waits for
+ * a whole queue of slow reviews. The queued review is backdated rather than waited for, so the
+ * outcome does not depend on how the threads were scheduled. */
+static void test_queue_deadline(void **state)
+{
+    (void)state;
+    int ls = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    assert_true(ls >= 0);
+    assert_int_equal(bind(ls, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(ls, 16), 0);
+    assert_int_equal(getsockname(ls, (struct sockaddr *)&sa, &sl), 0);
+    char url[64], bearer[64], err[128];
+    snprintf(url, sizeof(url), "https://127.0.0.1:%u/apis/x", (unsigned)ntohs(sa.sin_port));
+    snprintf(bearer, sizeof(bearer), "%s", write_tmp("sa-token\n", 9));
+    assert_int_equal(bearer_allowlist_set("/tmp/", err, sizeof(err)), BROKER_OK);
+    struct issuer_cfg iss = {.name = "k8s", .token_review_url = url, .bearer_token_file = bearer,
+                             .token_review_cache_s = 5};
+    const char *toks[3] = {"a.a.a", "b.b.b", "c.c.c"};
+    int got[4] = {0, 0, 0, 0};
+    enum tokenreview_result r;
+    memset(cache, 0, sizeof(cache));
+    assert_int_equal(tokenreview_start(), BROKER_OK);
+    int64_t t0 = now_ms();
+    for (int i = 0; i < 3; i++) {
+        struct tokenreview_request rq = {.issuer = &iss, .audience = AUD, .token = toks[i], .token_len = 5,
+                                         .exp = 4102444800};
+        assert_true(tokenreview_check(&rq, &r, on_cb, &got[i]));
+        if (i == 2) /* the same token again: joins the queued review */
+            assert_true(tokenreview_check(&rq, &r, on_cb, &got[3]));
+        usleep(100000); /* the first two are taken by the two threads, in order */
+    }
+    pthread_mutex_lock(&mu);
+    struct review *q = pending;
+    while (q != NULL && q->running)
+        q = q->next;
+    assert_non_null(q);
+    assert_non_null(q->waiters);
+    assert_non_null(q->waiters->next); /* two waiters: the first request and the one that joined */
+    q->enqueued_ms -= BROKER_TOKEN_REVIEW_TIMEOUT_MS;
+    pthread_mutex_unlock(&mu);
+    for (int i = 0; i < 600 && (got[0] == 0 || got[1] == 0 || got[2] == 0 || got[3] == 0); i++)
+        usleep(10000);
+    int64_t waited = now_ms() - t0;
+    /* the two hung reviews time out after BROKER_TOKEN_REVIEW_TIMEOUT_MS; the queued one is answered
+     * then, not after a review of its own */
+    assert_int_equal(got[0], TOKENREVIEW_ERR_TIMEOUT + 1);
+    assert_int_equal(got[1], TOKENREVIEW_ERR_TIMEOUT + 1);
+    assert_int_equal(got[2], TOKENREVIEW_ERR_TIMEOUT + 1);
+    assert_int_equal(got[3], TOKENREVIEW_ERR_TIMEOUT + 1);
+    assert_true(waited < 2 * BROKER_TOKEN_REVIEW_TIMEOUT_MS - 500);
+    assert_int_equal(count_accepted(ls), 2); /* the server saw two reviews, not three */
+    /* a timeout is not an answer: nothing cached */
+    uint8_t k[TOKENREVIEW_KEY_LEN];
+    assert_true(cache_key(url, AUD, "c.c.c", 5, k));
+    assert_false(cache_get(k, now_ms(), &r));
+    tokenreview_stop();
+    close(ls);
+    unlink(bearer);
+    assert_int_equal(bearer_allowlist_set(NULL, err, sizeof(err)), BROKER_OK);
 }
 
 static enum broker_err parse_issuer(const char *text, struct issuer_cfg *c, char *err, size_t errlen)
@@ -411,9 +650,13 @@ int main(void)
         cmocka_unit_test(test_request_body),
         cmocka_unit_test(test_parse_response),
         cmocka_unit_test(test_bearer_file_read),
+        cmocka_unit_test(test_bearer_allowlist_parse),
+        cmocka_unit_test(test_bearer_allowlist_read),
         cmocka_unit_test(test_check_without_threads),
         cmocka_unit_test(test_start_stop),
         cmocka_unit_test(test_stop_aborts),
+        cmocka_unit_test(test_review_stale),
+        cmocka_unit_test(test_queue_deadline),
         cmocka_unit_test(test_document),
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
