@@ -4,7 +4,10 @@
 # expired, tampered, foreign, forged, malformed and revoked tokens; tokens signed by retired and
 # next keys stay valid), POST /v1/revoke (RFC 7009: always 200, bearer and admin revocation, by
 # jti for admins only, seen by the other replica within 1 s, by a restarted replica, enforced on
-# the admin API's broker:admin credential), pruning of expired revocations, and clean exits.
+# the admin API's broker:admin credential), pruning of expired revocations, a replica whose
+# revocation sync keeps failing (fails closed after BROKER_REVOKED_MAX_STALE_MS: Broker tokens and
+# introspection 503, not ready, exchanges unaffected; a revocation made elsewhere meanwhile is
+# enforced once it recovers), and clean exits.
 # Usage: BROKER_BIN=build/broker tests/integration/test_lifecycle.sh   (prints "lifecycle: N passed, N failed")
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -45,7 +48,8 @@ t_eq "key states: one retired, one active, one next" "active next retired" \
   "$("$BROKER_BIN" keys list | awk '{print $2}' | sort | tr '\n' ' ' | sed 's/ $//')"
 
 export BROKER_ISSUER_OVERRIDE=$BI
-broker_start a || exit 1
+# replica A names its sessions, so that a fault can be aimed at it alone (stale revocations below)
+BROKER_DATABASE_URL="$BROKER_DATABASE_URL&application_name=lifecycle-a" broker_start a || exit 1
 PIDS+=("$BROKER_PID")
 A=$BROKER_URL A_PID=$BROKER_PID
 broker_start b || exit 1
@@ -292,6 +296,68 @@ done
 t_eq "expired revocations are pruned by the heartbeat (the unexpired ones stay)" "0 1 $((before - 2))" \
   "$(pg_psql "$WORK/pg" -qAtc "select count(*) from revoked_tokens where jti like 'old-%'") $(pg_psql "$WORK/pg" -qAtc "select count(*) from revoked_tokens where jti = 'young'") $(rows)"
 t_eq "revocations still in force after the prune" "false false" "$(active_on "$A" "$T1") $(active_on "$B" "$T1")"
+
+# ---------------------------------------------------------------- stale revocations on one replica
+# A row-level security policy on revoked_tokens whose check raises for application_name
+# lifecycle-a makes replica A's revocation sync fail with a statement error (as a lost grant or a
+# damaged table would) while replica B, and A's other statements (policies, admin tokens,
+# audit), go on working: A can no longer learn of revocations made elsewhere.
+STALE_MS=$(awk '$2 == "BROKER_REVOKED_MAX_STALE_MS" {print $3}' "$ROOT/broker/bounds.h")
+code_body() { curl -sS -o "$WORK/body" -w '%{http_code}' -H "authorization: Bearer $2" "$1/v1/identities"; }
+ready_on() { curl -sS -o "$WORK/ready" -w '%{http_code}' "$1/readyz"; }
+ADM=$(access ciadm)   # stays valid throughout
+ADM2=$(access ciadm)  # revoked on B while A cannot see it
+APP2=$(access app)
+t_eq "before the fault: broker:admin on A 200, introspection on A 200 true, A ready" "200 200 true 200" \
+  "$(code_on "$A" "$ADM") $(intro "$A" "$ADMIN" "$APP2") $(ready_on "$A")"
+pg_psql "$WORK/pg" -qc "
+  create function lifecycle_fault() returns boolean language plpgsql stable as \$\$
+  begin
+    if current_setting('application_name') = 'lifecycle-a' then
+      raise exception 'injected fault: revocations unreadable for replica A';
+    end if;
+    return true;
+  end \$\$;
+  create policy lifecycle_fault on revoked_tokens using (lifecycle_fault()) with check (true);
+  alter table revoked_tokens enable row level security, force row level security;" >/dev/null
+t_fault=$(now_ms)
+t_eq "during the fault replica B revokes a broker:admin token (200) and refuses it at once (401)" "200 401" \
+  "$(revoke "$B" --data-urlencode "token=$ADM2") $(code_on "$B" "$ADM2")"
+echo "# meanwhile replica A, unable to sync, still accepts it: $(code_on "$A" "$ADM2") (allowed for at most ${STALE_MS} ms)"
+while [ "$(code_on "$A" "$ADM")" = 200 ] && [ $(($(now_ms) - t_fault)) -le $((STALE_MS + 3000)) ]; do sleep 0.05; done
+ms=$(($(now_ms) - t_fault))
+echo "# replica A refused Broker tokens ${ms} ms after its revocation sync began failing (bound ${STALE_MS} ms)"
+# (its last good round began up to a round, about 1 s, before the fault: not earlier than half the bound)
+t_eq "after the bound (not long before it, nor much later) A stops accepting Broker tokens" "yes" \
+  "$([ "$ms" -ge $((STALE_MS / 2)) ] && [ "$ms" -le $((STALE_MS + 2000)) ] && echo yes || echo "no ($ms ms)")"
+t_eq "…the broker:admin token on A: 503 temporarily_unavailable, Retry-After" "503 temporarily_unavailable 1" \
+  "$(code_body "$A" "$ADM") $(jq -r .error "$WORK/body") $(curl -sS -o /dev/null -D - -H "authorization: Bearer $ADM" "$A/v1/identities" | grep -i '^retry-after:' | cut -d' ' -f2 | tr -d '\r')"
+t_eq "…and the one revoked on B: 503 on A, never 200" "503" "$(code_on "$A" "$ADM2")"
+t_eq "…introspection on A: 503 (not active) for a live and for the revoked token" "503 null 503 null" \
+  "$(intro "$A" "$ADMIN" "$APP2") $(intro "$A" "$ADMIN" "$ADM2")"
+t_eq "…A's /readyz: 503, revocations false, policies and keys true" "503 false true" \
+  "$(ready_on "$A") $(jq -r '"\(.revocations) \(.policies_and_keys)"' "$WORK/ready")"
+t_match "…A's /metrics: the sync age is past the bound" "^yes" \
+  "$(curl -sS "$A/metrics" | awk -v max="$STALE_MS" '$1 == "broker_revocations_sync_age_seconds" {print ($2 * 1000 > max ? "yes" : "no " $2)}')"
+t_match "…token exchange on A is unaffected" '^ey.*\.ey.*\..+$' "$(access app "$A")"
+t_eq "…A's admin API still takes admin tokens (checked in the database)" "200" "$(code_on "$A" "$ADMIN")"
+t_eq "…replica B is unaffected: ready, broker:admin 200, the revoked token inactive" "200 200 200 false" \
+  "$(ready_on "$B") $(code_on "$B" "$ADM") $(intro "$B" "$ADMIN" "$ADM2")"
+t_eq "…A logged the failure (with the database's reason) and the staleness, once each" "1 1" \
+  "$(grep -c 'revocations_load_failed.*injected fault' "$WORK/a.log") $(grep -cE "revocations_stale age_ms=[0-9]+ max_ms=$STALE_MS" "$WORK/a.log")"
+pg_psql "$WORK/pg" -qc "alter table revoked_tokens no force row level security, disable row level security;
+  drop policy lifecycle_fault on revoked_tokens; drop function lifecycle_fault();" >/dev/null
+t0=$(now_ms)
+while [ "$(code_on "$A" "$ADM")" != 200 ] && [ $(($(now_ms) - t0)) -le 3000 ]; do sleep 0.02; done
+ms=$(($(now_ms) - t0))
+echo "# replica A accepted Broker tokens again ${ms} ms after its sync recovered"
+t_eq "sync recovered: the broker:admin token works on A again within 1.5 s" "yes" \
+  "$([ "$ms" -le 1500 ] && echo yes || echo "no ($ms ms)")"
+t_eq "…the token revoked on B during the fault is refused on A (401) and inactive" "401 200 false" \
+  "$(code_on "$A" "$ADM2") $(intro "$A" "$ADMIN" "$ADM2")"
+t_eq "…introspection of a live token on A: active again" "200 true" "$(intro "$A" "$ADMIN" "$APP2")"
+t_eq "…A ready again" "200 true" "$(ready_on "$A") $(jq -r .revocations "$WORK/ready")"
+t_match "…A logged the recovery" "revocations_fresh count=[0-9]+" "$(tail -n 50 "$WORK/a.log")"
 
 # ---------------------------------------------------------------- clean exits
 t_eq "/readyz on both replicas" "200 200" \
