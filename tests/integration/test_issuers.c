@@ -3,12 +3,15 @@
  * in the environment. Each test syncs the complete issuer set it needs (a sync replaces the
  * previous one) and uses its own issuer path (https://127.0.0.1:P/t/NAME), so per-path request
  * counts from /_control/stats belong to one test. */
+#include <errno.h>
 #include <pthread.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <curl/curl.h>
 #include <jansson.h>
 #include "test_util.h"
+#include "bearer.h"
 #include "issuers.h"
 #include "issuers_fetch.h"
 #include "jwks.h"
@@ -662,10 +665,10 @@ static void test_bearer_token_file(void **state)
 {
     (void)state;
     char tok[700], big[700], ctrl[700], missing[700], path[256], other_jwks[256], q[512], cfg_jwks[256];
-    snprintf(tok, sizeof(tok), "%s/bear.token", g_dir);
-    snprintf(big, sizeof(big), "%s/bear-big.token", g_dir);
-    snprintf(ctrl, sizeof(ctrl), "%s/bear-ctrl.token", g_dir);
-    snprintf(missing, sizeof(missing), "%s/bear-missing.token", g_dir);
+    snprintf(tok, sizeof(tok), "%s/tokens/bear.token", g_dir); /* tokens/ is BROKER_BEARER_TOKEN_FILES */
+    snprintf(big, sizeof(big), "%s/tokens/bear-big.token", g_dir);
+    snprintf(ctrl, sizeof(ctrl), "%s/tokens/bear-ctrl.token", g_dir);
+    snprintf(missing, sizeof(missing), "%s/tokens/bear-missing.token", g_dir);
     write_file(tok, "tokA\n", 5); /* files end with a newline; the header does not */
     char *pad = malloc(BROKER_MAX_BEARER_FILE_BYTES + 2);
     assert_non_null(pad);
@@ -675,30 +678,40 @@ static void test_bearer_token_file(void **state)
     write_file(ctrl, "tok\x01A\n", 6); /* a control character inside */
     unlink(missing);
     for (const char *const *t = (const char *const[]){"bear", "bearnone", "bearbig", "bearctl", "bearmiss", "bearx",
-                                                       "bearcfg", NULL};
+                                                       "bearcfg", "bearsame", NULL};
          *t != NULL; t++)
         override(*t, "require_bearer=tokA");
     /* a discovery document pointing the JWKS at another origin (localhost vs 127.0.0.1) */
     snprintf(other_jwks, sizeof(other_jwks), "https://localhost:%s/t/bearx/jwks", getenv("ISSUER_PORT"));
     snprintf(q, sizeof(q), "require_bearer=tokA&jwks_uri=%s", other_jwks);
     override("bearx", q);
-    /* a configured jwks_uri is the operator's choice: it gets the token even on another origin */
+    /* a configured jwks_uri on another origin than url does not get the token either (an admin
+     * could name any host); one on url's origin does */
     snprintf(cfg_jwks, sizeof(cfg_jwks), "%s/t/bearcfg/jwks", g_base);
+    char same_jwks[256], same_url[256];
+    snprintf(same_jwks, sizeof(same_jwks), "%s/t/bearsame/jwks", g_base);
+    snprintf(same_url, sizeof(same_url), "%s", url_of("bearsame"));
+    json_t *same = json_pack("{s:s, s:s, s:s, s:s, s:s}", "issuer", "bearsame", "url", same_url, "jwks_uri",
+                             same_jwks, "ca_file", g_ca, "bearer_token_file", tok);
     json_t *cfg = json_pack("{s:s, s:s, s:s, s:s, s:s}", "issuer", "bearcfg", "url", "https://bearcfg.example",
                             "jwks_uri", cfg_jwks, "ca_file", g_ca, "bearer_token_file", tok);
-    sync_ok(json_pack("[o, o, o, o, o, o, o]", bearer_doc("bear", tok), fetched_doc("bearnone", "bearnone", g_ca),
+    sync_ok(json_pack("[o, o, o, o, o, o, o, o]", bearer_doc("bear", tok), fetched_doc("bearnone", "bearnone", g_ca),
                       bearer_doc("bearbig", big), bearer_doc("bearctl", ctrl), bearer_doc("bearmiss", missing),
-                      bearer_doc("bearx", tok), cfg));
+                      bearer_doc("bearx", tok), cfg, same));
 
     char url[256];
     snprintf(url, sizeof(url), "%s", url_of("bear")); /* url_of's buffers are reused */
     wait_keys(url);
     assert_int_equal(authorized("/t/bear/.well-known/openid-configuration"), 1);
     assert_int_equal(authorized("/t/bear/jwks"), 1);
-    wait_keys("https://bearcfg.example");
-    assert_int_equal(authorized("/t/bearcfg/jwks"), 1);
+    wait_keys(same_url);
+    assert_int_equal(authorized("/t/bearsame/jwks"), 1);
+    struct issuer_status st = wait_failures("https://bearcfg.example", 1, 6000);
+    assert_string_equal(st.last_result, "http_status"); /* the issuer's 401: asked without the token */
+    assert_int_equal(served("/t/bearcfg/jwks"), 1);
+    assert_int_equal(authorized("/t/bearcfg/jwks"), 0);
 
-    struct issuer_status st = wait_failures(url_of("bearnone"), 1, 6000);
+    st = wait_failures(url_of("bearnone"), 1, 6000);
     assert_string_equal(st.last_result, "http_status"); /* the issuer's 401 */
     assert_int_equal(authorized("/t/bearnone/.well-known/openid-configuration"), 0);
     static const char *const cred[] = {"bearbig", "bearctl", "bearmiss"};
@@ -747,9 +760,60 @@ static void test_bearer_token_file(void **state)
     assert_int_equal(authorized("/t/bear/jwks"), 2);
     cb_destroy(&cb);
     for (const char *const *t = (const char *const[]){"bear", "bearnone", "bearbig", "bearctl", "bearmiss", "bearx",
-                                                       "bearcfg", NULL};
+                                                       "bearcfg", "bearsame", NULL};
          *t != NULL; t++)
         override(*t, NULL);
+}
+
+/* BROKER_BEARER_TOKEN_FILES (here ISSUER_DIR/tokens/): a file outside it is never read nor sent, even
+ * one holding exactly the token the issuer wants, and neither is one reached through a symlink
+ * inside the allowed directory; the fetch fails with "credentials" before any request. */
+static void test_bearer_allowlist(void **state)
+{
+    (void)state;
+    char out[700], esc[700], in[700];
+    snprintf(out, sizeof(out), "%s/outside.token", g_dir);
+    snprintf(esc, sizeof(esc), "%s/tokens/escape.token", g_dir);
+    snprintf(in, sizeof(in), "%s/tokens/in.token", g_dir);
+    write_file(out, "tokS\n", 5);
+    write_file(in, "tokS\n", 5);
+    unlink(esc);
+    assert_int_equal(symlink("../outside.token", esc), 0);
+    static const char *const tenants[] = {"balout", "balesc", "baldot", "balin"};
+    for (size_t i = 0; i < 4; i++)
+        override(tenants[i], "require_bearer=tokS");
+    char dotted[800];
+    snprintf(dotted, sizeof(dotted), "%s/tokens/../outside.token", g_dir);
+    sync_ok(json_pack("[o, o, o, o]", bearer_doc("balout", out), bearer_doc("balesc", esc),
+                      bearer_doc("baldot", dotted), bearer_doc("balin", in)));
+    wait_keys(url_of("balin"));
+    assert_int_equal(authorized("/t/balin/.well-known/openid-configuration"), 1);
+    char path[256];
+    for (size_t i = 0; i < 3; i++) {
+        struct issuer_status st = wait_failures(url_of(tenants[i]), 1, 6000);
+        assert_string_equal(st.last_result, "credentials");
+        assert_false(st.has_keys);
+        snprintf(path, sizeof(path), "/t/%s/.well-known/openid-configuration", tenants[i]);
+        assert_int_equal(served(path), 0); /* nothing was sent anywhere */
+        assert_int_equal(authorized(path), 0);
+    }
+    /* the direct call (as broker policy test makes it) follows the same rule */
+    struct issuers_fetch_out fo;
+    char u[256];
+    snprintf(u, sizeof(u), "%s", url_of("balout"));
+    const struct issuers_fetch_src src = {.url = u, .ca_file = g_ca, .bearer_token_file = out};
+    assert_int_equal(issuers_fetch_from(&src, NULL, &fo), ISSUERS_FETCH_CREDENTIALS);
+    assert_null(fo.jwks);
+    assert_int_equal(served("/t/balout/.well-known/openid-configuration"), 0);
+    const struct issuers_fetch_src ok_src = {.url = url_of("balin"), .ca_file = g_ca, .bearer_token_file = in};
+    assert_int_equal(issuers_fetch_from(&ok_src, NULL, &fo), ISSUERS_FETCH_OK);
+    jwks_free(fo.jwks);
+    for (size_t i = 0; i < 4; i++)
+        override(tenants[i], NULL);
+    sync_ok(json_array());
+    unlink(esc);
+    unlink(out);
+    unlink(in);
 }
 
 /* A policy reload that names another bearer_token_file fetches at once instead of waiting out
@@ -758,8 +822,8 @@ static void test_bearer_file_change_fetches_now(void **state)
 {
     (void)state;
     char gone[700], good[700];
-    snprintf(gone, sizeof(gone), "%s/bchg-missing.token", g_dir);
-    snprintf(good, sizeof(good), "%s/bchg.token", g_dir);
+    snprintf(gone, sizeof(gone), "%s/tokens/bchg-missing.token", g_dir);
+    snprintf(good, sizeof(good), "%s/tokens/bchg.token", g_dir);
     unlink(gone);
     write_file(good, "tokC\n", 5);
     override("bchg", "require_bearer=tokC");
@@ -1079,6 +1143,13 @@ static int group_setup(void **state)
     snprintf(g_base, sizeof(g_base), "https://127.0.0.1:%s", p);
     snprintf(g_other_ca, sizeof(g_other_ca), "%s", o);
     snprintf(g_ca, sizeof(g_ca), "%s/ca.pem", g_dir);
+    /* bearer token files live in ISSUER_DIR/tokens/, the only place BROKER_BEARER_TOKEN_FILES allows */
+    char tokens[600], err[256];
+    snprintf(tokens, sizeof(tokens), "%s/tokens/", g_dir);
+    if ((mkdir(tokens, 0700) != 0 && errno != EEXIST) || bearer_allowlist_set(tokens, err, sizeof(err)) != BROKER_OK) {
+        fprintf(stderr, "cannot set up %s\n", tokens);
+        return -1;
+    }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     return issuers_start() == BROKER_OK ? 0 : -1;
 }
@@ -1107,6 +1178,7 @@ int main(void)
         cmocka_unit_test(test_stop_answers_pending_callbacks),
         cmocka_unit_test(test_bearer_token_file),
         cmocka_unit_test(test_bearer_file_change_fetches_now),
+        cmocka_unit_test(test_bearer_allowlist),
         cmocka_unit_test(test_cache_control_parser),
         cmocka_unit_test(test_cache_control_sets_refresh),
         cmocka_unit_test(test_too_many_keys),
