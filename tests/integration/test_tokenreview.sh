@@ -3,8 +3,9 @@
 # local HTTPS issuer, `broker serve` and tests/tools/fake_k8s.py (a stand-in API server): reviewed
 # exchanges, the answer cache, a deleted pod's token refused and audited, fail-closed outages
 # (unreachable, 503, timeout, wrong bearer token, not audience-aware), bearer file rotation, one
-# review for concurrent identical exchanges, issuers without token_review never calling it, and
-# document validation.
+# review for concurrent identical exchanges, issuers without token_review never calling it,
+# BROKER_BEARER_TOKEN_FILES (a file outside it is never read nor sent; the admin API refuses it with
+# no existence oracle), and document validation.
 # Usage: BROKER_BIN=build/broker tests/integration/test_tokenreview.sh   (prints "tokenreview: N passed, N failed")
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -22,9 +23,15 @@ trap env_cleanup EXIT
 
 # ---------------------------------------------------------------- environment
 env_up || exit 1
-printf 'broker-sa-token-1\n' >"$WORK/sa-token"       # what the broker sends (its projected token)
+# the only bearer token files the broker may read: $WORK/tokens/ (a projected-token volume)
+mkdir -p "$WORK/tokens"
+export BROKER_BEARER_TOKEN_FILES="$WORK/tokens/"
+printf 'broker-sa-token-1\n' >"$WORK/tokens/sa-token" # what the broker sends (its projected token)
 printf 'broker-sa-token-1\n' >"$WORK/k8s-expects"    # what the API server accepts
-printf 'not-the-right-one\n' >"$WORK/wrong-token"
+printf 'not-the-right-one\n' >"$WORK/tokens/wrong-token"
+# the right token, outside the allowed directory: it must never be read, let alone sent
+printf 'broker-sa-token-1\n' >"$WORK/outside-token"
+ln -s ../outside-token "$WORK/tokens/escape"
 $PY "$ROOT/tests/tools/fake_k8s.py" "$ISS" --bearer-file "$WORK/k8s-expects" --port-file "$WORK/k8s.port" \
   --log "$WORK/k8s.log" >>"$WORK/k8s.out" 2>&1 &
 PIDS+=("$!")
@@ -41,15 +48,27 @@ issuer_doc() { # NAME BEARER_FILE TOKEN_REVIEW_JSON (the tenant is the name)
  "ca_file": "$ISS/ca.pem", "bearer_token_file": "$2", "token_review": $3}
 JSON
 }
-issuer_doc k8s "$WORK/sa-token" "{\"url\": \"$K8S\", \"cache_seconds\": 2}"
-issuer_doc k8s-nocache "$WORK/sa-token" "{\"url\": \"$K8S/\", \"cache_seconds\": 0}"
-issuer_doc k8s-wrongbearer "$WORK/wrong-token" "{\"url\": \"$K8S\"}"
-issuer_doc k8s-down "$WORK/sa-token" "{\"url\": \"$DEAD\"}"
+issuer_doc k8s "$WORK/tokens/sa-token" "{\"url\": \"$K8S\", \"cache_seconds\": 2}"
+issuer_doc k8s-nocache "$WORK/tokens/sa-token" "{\"url\": \"$K8S/\", \"cache_seconds\": 0}"
+issuer_doc k8s-wrongbearer "$WORK/tokens/wrong-token" "{\"url\": \"$K8S\"}"
+issuer_doc k8s-down "$WORK/tokens/sa-token" "{\"url\": \"$DEAD\"}"
+issuer_doc k8s-outside "$WORK/outside-token" "{\"url\": \"$K8S\"}" # key fetch and review: refused
 curl -fsS --cacert "$ISS/ca.pem" -o /dev/null "$ISSUER_URL/t/k8s/jwks" || { echo "issuer tenant jwks path differs"; exit 1; }
+# static keys, so only the review reads bearer_token_file: written straight into PostgreSQL (policy
+# apply without --server checks no files), refused where the file is read
+static_doc() { # NAME BEARER_FILE
+  curl -fsS --cacert "$ISS/ca.pem" "$ISSUER_URL/t/$1/jwks" |
+    jq --arg n "$1" --arg u "$ISSUER_URL/t/$1" --arg b "$2" --arg k "$K8S" \
+      '{issuer: $n, url: $u, jwks: ., bearer_token_file: $b, token_review: {url: $k, cache_seconds: 0}}' \
+      >"$WORK/policies/$1.issuer.json"
+}
+static_doc k8s-static-outside "$WORK/outside-token"
+static_doc k8s-static-escape "$WORK/tokens/escape"
 trust() { printf '{"name": "%s", "issuer": "%s", "subject": {"glob": "system:serviceaccount:ns:*"}}' "$1" "$1"; }
 cat >"$WORK/policies/pod.identity.json" <<JSON
 {"identity": "pod", "scopes": ["s:pod"], "audiences": ["https://secrets.example.com"],
- "trust": [$(trust k8s), $(trust k8s-nocache), $(trust k8s-wrongbearer), $(trust k8s-down), $(trust test)]}
+ "trust": [$(trust k8s), $(trust k8s-nocache), $(trust k8s-wrongbearer), $(trust k8s-down), $(trust test),
+           $(trust k8s-outside), $(trust k8s-static-outside), $(trust k8s-static-escape)]}
 JSON
 "$BROKER_BIN" policy apply "$WORK/policies" >/dev/null 2>"$WORK/apply.err" || { echo "policy apply failed"; cat "$WORK/apply.err"; exit 1; }
 ADMIN=$("$BROKER_BIN" admin-token create --name ops)
@@ -152,7 +171,7 @@ t_check "…after about 3 s ($ms ms)" test "$ms" -ge 2900 -a "$ms" -lt 4500
 # ---------------------------------------------------------------- bearer file rotation
 printf 'broker-sa-token-2\n' >"$WORK/k8s-expects"
 t_eq "the API server rotated its expectation: the old bearer token is refused" "503" "$(CODE "$(TOK k8s-nocache app)")"
-printf 'broker-sa-token-2' >"$WORK/sa-token.new" && mv "$WORK/sa-token.new" "$WORK/sa-token"
+printf 'broker-sa-token-2' >"$WORK/tokens/sa-token.new" && mv "$WORK/tokens/sa-token.new" "$WORK/tokens/sa-token"
 t_eq "bearer_token_file is re-read for each review: the rotated token works at once" "200" \
   "$(CODE "$(TOK k8s-nocache app)")"
 
@@ -178,6 +197,52 @@ n=$(REVIEWS)
 t_eq "an issuer without token_review exchanges without calling the API server" "200 $n" \
   "$(CODE "$(mint "$ISS" --sub system:serviceaccount:ns:app --aud "$BROKER_URL")") $(REVIEWS)"
 
+# ---------------------------------------------------------------- BROKER_BEARER_TOKEN_FILES
+# a file outside the allowed directory holds exactly the token the API server accepts: never read,
+# never sent, neither to the issuer (key fetch) nor to the API server (review)
+ISTAT() { curl -fsS --cacert "$ISS/ca.pem" "$ISSUER_URL/_control/stats" | jq -r "$1"; }
+t_match "a key fetch with a bearer_token_file outside the list fails as \"credentials\"" \
+  'broker_jwks_fetch_total\{issuer="k8s-outside",result="credentials"\} [1-9]' "$(curl -fsS "$BROKER_URL/metrics")"
+t_eq "…before any request: the issuer never saw one, with or without Authorization" "0 0" \
+  "$(ISTAT '"\(.paths["/t/k8s-outside/jwks"] // 0) \(.authorized["/t/k8s-outside/jwks"] // 0)"')"
+t_match "…and the broker logs why (the path, not the contents)" \
+  "bearer_file_refused path=\"$WORK/outside-token\" reason=\"not allowed by BROKER_BEARER_TOKEN_FILES\"" \
+  "$(grep bearer_file_refused "$WORK/tokenreview.log" | head -1)"
+n=$(REVIEWS)
+for name in k8s-static-outside k8s-static-escape; do
+  out=$(X "$(TOK "$name" app)")
+  rid=$(RID)
+  t_match "$name: TokenReview with a bearer_token_file not allowed: 503, nothing issued" '^503 .*"temporarily_unavailable"' "$out"
+  t_eq "…audited as bearer_file, naming the list" "bearer_file true" \
+    "$(AUDIT "$rid" | jq -r '"\(.explanation.token_review) \(.explanation.note | contains("BROKER_BEARER_TOKEN_FILES"))"')"
+done
+t_eq "…the API server was never called" "$n" "$(REVIEWS)"
+t_match "…a symlink in the allowed directory that leads out of it is refused and logged" \
+  "bearer_file_refused path=\"$WORK/tokens/escape\" reason=\"not allowed by BROKER_BEARER_TOKEN_FILES\"" \
+  "$(grep bearer_file_refused "$WORK/tokenreview.log")"
+t_check "…and the file's contents are never logged" bash -c "! grep -q 'broker-sa-token' '$WORK/tokenreview.log'"
+
+# the admin API: the review's attack (send the service-account token to another host) is a 400, and
+# the answer is the same whether the disallowed file exists or not (no oracle on the hosts' files)
+aput() { # NAME BEARER_FILE: "STATUS BODY-WITHOUT-request_id"
+  local code
+  code=$(curl -sS -o "$WORK/aput.json" -w '%{http_code}' -X PUT -H "Authorization: Bearer $ADMIN" \
+    -H 'Content-Type: application/json' --data-binary \
+    "{\"issuer\": \"$1\", \"url\": \"https://evil.example\", \"bearer_token_file\": \"$2\"}" \
+    "$BROKER_URL/v1/issuers/$1")
+  echo "$code $(jq -c 'del(.request_id)' "$WORK/aput.json")"
+}
+exists=$(aput evil "$WORK/outside-token")
+t_match "PUT an issuer whose bearer_token_file is outside the list: 400 naming BROKER_BEARER_TOKEN_FILES" \
+  '^400 .*bearer_token_file: not allowed by BROKER_BEARER_TOKEN_FILES' "$exists"
+t_eq "…the same answer for a missing file" "$exists" "$(aput evil "$WORK/no-such-file")"
+t_eq "…for a path that only looks allowed (..)" "$exists" "$(aput evil "$WORK/tokens/../outside-token")"
+t_eq "…and for the service-account token path" "$exists" "$(aput evil /var/run/secrets/kubernetes.io/serviceaccount/token)"
+t_match "an allowed but missing file is still \"not readable\"" '^400 .*not readable by the broker' \
+  "$(aput evil "$WORK/tokens/no-such-file")"
+t_eq "nothing was stored" "404" \
+  "$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $ADMIN" "$BROKER_URL/v1/issuers/evil")"
+
 # ---------------------------------------------------------------- document validation
 bad() { # NAME JSON EXPECTED-ERROR-REGEX
   mkdir -p "$WORK/bad-$1"
@@ -187,7 +252,7 @@ bad() { # NAME JSON EXPECTED-ERROR-REGEX
   local rc=$?
   if [ $rc -ne 0 ] && [[ $err =~ $3 ]]; then t_ok "refused: $1"; else t_fail "refused: $1" "rc=$rc" "$err"; fi
 }
-B="\"bearer_token_file\": \"$WORK/sa-token\""
+B="\"bearer_token_file\": \"$WORK/tokens/sa-token\""
 bad "http url" "{\"issuer\": \"x\", \"url\": \"https://k.example\", $B, \"token_review\": {\"url\": \"http://k.example\"}}" \
   'token_review\.url: must be an https:// URL'
 bad "cache_seconds over 60" "{\"issuer\": \"x\", \"url\": \"https://k.example\", $B, \"token_review\": {\"cache_seconds\": 61}}" \
