@@ -43,6 +43,8 @@ CTL="https://127.0.0.1:$PORT/_control"
 ctl() { curl -fsS --cacert "$PID_DIR/ca.pem" "$@"; }
 BROKER_FETCH_CONNECT_TO=$("${PI[@]}" hosts | sed "s/\$/:443:127.0.0.1:$PORT/" | paste -sd, -)
 export BROKER_FETCH_CONNECT_TO
+# the one bearer token file the broker may read (deploy/ sets a directory of projected tokens)
+export BROKER_BEARER_TOKEN_FILES="$WORK/k8s-sa.token"
 
 # ---------------------------------------------------------------- documents
 P="$WORK/policies"
