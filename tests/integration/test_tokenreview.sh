@@ -267,9 +267,12 @@ bad "unknown field" "{\"issuer\": \"x\", \"url\": \"https://k.example\", $B, \"t
 
 # ---------------------------------------------------------------- shutdown with a review in flight
 k8s_ctl "/_control/delay?ms=1500"
-X "$(TOK k8s-nocache app)" >"$WORK/inflight.out" &
+inflight_tok=$(TOK k8s-nocache app) # minted first: under load python alone can take longer than a sleep
+n=$(REVIEWS)
+X "$inflight_tok" >"$WORK/inflight.out" &
 xpid=$!
-sleep 0.5
+# SIGTERM only once the API server has the review (it answers 1.5 s later)
+for ((i = 0; i < 100; i++)); do [ "$(REVIEWS)" -gt "$n" ] && break; sleep 0.05; done
 broker_stop "$BROKER_PID"
 wait "$xpid"
 k8s_ctl "/_control/delay?ms=0"
