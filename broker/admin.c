@@ -344,7 +344,7 @@ static enum cred_check broker_credential(struct admin_job *j, const char *tok, s
     struct jwt t;
     enum broker_err e = lifecycle_verify((const uint8_t *)tok, len, (int64_t)time(NULL), &t);
     if (e == BROKER_ERR_NOT_READY)
-        return CRED_UNAVAILABLE; /* revocations not loaded yet: fail closed */
+        return CRED_UNAVAILABLE; /* revocations not loaded, or not synced lately: fail closed */
     if (e != BROKER_OK)
         return CRED_BAD;
     const char *sub = json_string_value(json_object_get(t.claims, "sub"));
@@ -456,7 +456,7 @@ static struct admin_job *job_for(struct http_request *r, enum admin_op op, bool 
     } else if (c == CRED_UNAVAILABLE) {
         job_free(j);
         http_add_header(r, "retry-after", "1");
-        http_respond_error(r, 503, "temporarily_unavailable", "revoked tokens are not loaded yet");
+        http_respond_error(r, 503, "temporarily_unavailable", "revoked tokens are not loaded or not current");
         return NULL;
     } else if (c != CRED_OK) {
         job_free(j);
