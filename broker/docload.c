@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 #include "bounds.h"
 #include "jwt.h"
@@ -40,14 +41,26 @@ static int absolutize(json_t *doc, const char *key, const char *docpath, FILE *e
     const char *v = json_string_value(json_object_get(doc, key));
     if (v == NULL || v[0] == '/')
         return 0;
-    char dirbuf[PATH_MAX], joined[PATH_MAX * 2], real[PATH_MAX];
+    while (v[0] == '.' && v[1] == '/') /* "./x" is "x" */
+        v += 2;
+    /* A bearer token file is stored with only the document's directory resolved: the file itself
+     * may be a symlink meant to move (Kubernetes rotates projected tokens through a "..data" link),
+     * so its resolved target must not be what gets stored. */
+    char dirbuf[PATH_MAX], realdir[PATH_MAX], joined[PATH_MAX * 2];
     snprintf(dirbuf, sizeof(dirbuf), "%s", docpath);
-    snprintf(joined, sizeof(joined), "%s/%s", dirname(dirbuf), v);
-    if (realpath(joined, real) == NULL) {
+    if (realpath(dirname(dirbuf), realdir) == NULL) {
+        fprintf(err, "%s: %s: cannot resolve the document's directory: %s\n", docpath, key, strerror(errno));
+        return -1;
+    }
+    snprintf(joined, sizeof(joined), "%s/%s", realdir, v);
+    char real[PATH_MAX];
+    if (strcmp(key, "bearer_token_file") != 0 && realpath(joined, real) != NULL) /* static files: canonical */
+        snprintf(joined, sizeof(joined), "%s", real);
+    if (access(joined, F_OK) != 0) {
         fprintf(err, "%s: %s: cannot resolve %s: %s\n", docpath, key, joined, strerror(errno));
         return -1;
     }
-    return json_object_set_new(doc, key, json_string(real)) == 0 ? 0 : -1;
+    return json_object_set_new(doc, key, json_string(joined)) == 0 ? 0 : -1;
 }
 
 static int not_a_document(struct docset *d, const char *path, const char *why, bool collect_bad, FILE *err)
