@@ -232,13 +232,15 @@ static void sync_revocations(struct store *st)
         }
         return;
     }
+    /* stale now even if no failing round has logged it yet (the bound is a clock, rounds are not) */
+    bool was_stale = revoke_stale || (revoke_was_loaded && !revoked_loaded());
     revoke_failing = false;
     revoke_ok_ms = start_ms;
     revoked_mark_synced(start_ms);
     if (!revoke_was_loaded) {
         revoke_was_loaded = true;
         log_msg(LOG_INFO, "revocations_loaded", "count=%zu seq=%lld", revoked_count(), (long long)revoke_seq);
-    } else if (revoke_stale) {
+    } else if (was_stale) {
         revoke_stale = false;
         log_msg(LOG_INFO, "revocations_fresh", "count=%zu seq=%lld", revoked_count(), (long long)revoke_seq);
     }
