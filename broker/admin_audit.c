@@ -7,6 +7,7 @@
 #include <string.h>
 #include "admin.h"
 #include "admin_int.h"
+#include "b64.h"
 #include "bounds.h"
 #include "form.h"
 #include "store.h"
@@ -15,14 +16,7 @@
 
 static bool request_id_ok(const char *s, size_t n)
 {
-    if (n == 0 || n > 64)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' || c == '_'))
-            return false;
-    }
-    return true;
+    return b64url_alphabet_ok(s, n, 64);
 }
 
 static bool digits(const char *s, size_t n, int *out)

@@ -134,3 +134,15 @@ size_t b64url_encode(const uint8_t *in, size_t len, char *out)
     }
     return o;
 }
+
+bool b64url_alphabet_ok(const char *s, size_t n, size_t max)
+{
+    if (n == 0 || n > max)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' || c == '_'))
+            return false;
+    }
+    return true;
+}

@@ -1,6 +1,7 @@
 /* Strict base64url (RFC 4648 §5, no padding, canonical trailing bits). */
 #ifndef BROKER_B64_H
 #define BROKER_B64_H
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "err.h"
@@ -15,5 +16,8 @@
 enum broker_err b64url_decode(const uint8_t *in, size_t len, uint8_t *out, size_t out_cap, size_t *out_len) BROKER_WUR;
 /* Encode into out (capacity >= B64URL_ENCODED_LEN(len)); returns characters written, no NUL. */
 size_t b64url_encode(const uint8_t *in, size_t len, char *out);
+/* s[0..n) is 1..max characters of the base64url alphabet (no padding): the shape of Broker's
+ * request ids, kids and jtis, checked before such a value is used as a name or a key. */
+bool b64url_alphabet_ok(const char *s, size_t n, size_t max);
 
 #endif

@@ -49,14 +49,7 @@ static void keys_why(char *why, size_t cap, const char *fmt, ...)
 /* A kid we created: 22 base64url characters. Also keeps file names free of '/' and "..". */
 static bool keys_kid_valid(const char *s, size_t len)
 {
-    if (len != KEYS_KID_LEN)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'))
-            return false;
-    }
-    return true;
+    return len == KEYS_KID_LEN && b64url_alphabet_ok(s, len, KEYS_KID_LEN);
 }
 
 static enum broker_err keys_compute_kid(EVP_PKEY *pkey, char kid[KEYS_KID_MAX + 1])

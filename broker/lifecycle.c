@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 #include "admin_int.h"
+#include "b64.h"
 #include "bounds.h"
 #include "form.h"
 #include "jwks.h"
@@ -173,14 +174,7 @@ static void respond_done(struct http_request *r)
 /* An admin's jti=: what Broker mints (base64url), bounded. */
 static bool jti_ok(const char *s, size_t n)
 {
-    if (n == 0 || n > REVOKED_MAX_JTI)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' || c == '_'))
-            return false;
-    }
-    return true;
+    return b64url_alphabet_ok(s, n, REVOKED_MAX_JTI);
 }
 
 int lifecycle_revoke(struct http_request *r)

@@ -450,9 +450,24 @@ static void test_diff_real_tokens(void **state)
     }
 }
 
+static void test_alphabet_ok(void **state)
+{
+    (void)state;
+    assert_true(b64url_alphabet_ok("aZ09-_", 6, 6));
+    assert_false(b64url_alphabet_ok("aZ09-_", 6, 5)); /* over max */
+    assert_false(b64url_alphabet_ok("", 0, 6));       /* empty */
+    assert_false(b64url_alphabet_ok("ab=", 3, 6));    /* padding */
+    assert_false(b64url_alphabet_ok("a+b", 3, 6));
+    assert_false(b64url_alphabet_ok("a/b", 3, 6));
+    assert_false(b64url_alphabet_ok("a.b", 3, 6));
+    assert_false(b64url_alphabet_ok("a\0b", 3, 6));  /* an embedded NUL is not a shorter id */
+    assert_false(b64url_alphabet_ok("../x", 4, 6));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_alphabet_ok),
         cmocka_unit_test(test_rfc4648_vectors),
         cmocka_unit_test(test_url_alphabet),
         cmocka_unit_test(test_round_trip_bytes),
