@@ -16,6 +16,7 @@
 #include "bounds.h"
 #include "issuers_fetch.h"
 #include "bearer.h"
+#include "curlx.h"
 #include "jwt.h"
 
 #define ISSUERS_FETCH_CONNECT_TIMEOUT_MS 2000
@@ -379,24 +380,18 @@ static CURL *easy_new(const char *ca_file, struct body *b, const atomic_bool *ca
 
 static enum issuers_fetch_result classify(CURLcode c, const struct body *b)
 {
-    switch (c) {
-    case CURLE_OPERATION_TIMEDOUT:
+    switch (curlx_classify(c)) {
+    case CURLX_TIMEOUT:
         return ISSUERS_FETCH_TIMEOUT;
-    case CURLE_FILESIZE_EXCEEDED:
+    case CURLX_TOO_LARGE:
         return ISSUERS_FETCH_TOO_LARGE;
-    case CURLE_WRITE_ERROR:
+    case CURLX_WRITE:
         return b->too_large ? ISSUERS_FETCH_TOO_LARGE : ISSUERS_FETCH_INTERNAL;
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_CIPHER:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_ISSUER_ERROR:
-    case CURLE_SSL_INVALIDCERTSTATUS:
-    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLX_TLS:
         return ISSUERS_FETCH_TLS;
-    case CURLE_OUT_OF_MEMORY:
+    case CURLX_NOMEM:
         return ISSUERS_FETCH_INTERNAL;
+    case CURLX_NETWORK:
     default:
         return ISSUERS_FETCH_NETWORK;
     }

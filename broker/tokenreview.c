@@ -18,6 +18,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include "bearer.h"
+#include "curlx.h"
 #include "bounds.h"
 #include "jwt.h"
 #include "log.h"
@@ -252,24 +253,18 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
 
 static enum tokenreview_result classify(CURLcode c, const struct body *b)
 {
-    switch (c) {
-    case CURLE_OPERATION_TIMEDOUT:
+    switch (curlx_classify(c)) {
+    case CURLX_TIMEOUT:
         return TOKENREVIEW_ERR_TIMEOUT;
-    case CURLE_FILESIZE_EXCEEDED:
+    case CURLX_TOO_LARGE:
         return TOKENREVIEW_ERR_BAD_RESPONSE;
-    case CURLE_WRITE_ERROR:
+    case CURLX_WRITE:
         return b->too_large ? TOKENREVIEW_ERR_BAD_RESPONSE : TOKENREVIEW_ERR_INTERNAL;
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_CIPHER:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_ISSUER_ERROR:
-    case CURLE_SSL_INVALIDCERTSTATUS:
-    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLX_TLS:
         return TOKENREVIEW_ERR_TLS;
-    case CURLE_OUT_OF_MEMORY:
+    case CURLX_NOMEM:
         return TOKENREVIEW_ERR_INTERNAL;
+    case CURLX_NETWORK:
     default:
         return TOKENREVIEW_ERR_NETWORK;
     }

@@ -1,4 +1,4 @@
-// SOURCES: broker/issuers_fetch.c broker/bearer.c broker/log.c broker/jwks.c broker/jwt.c broker/b64.c broker/err.c broker/json.c
+// SOURCES: broker/curlx.c broker/issuers_fetch.c broker/bearer.c broker/log.c broker/jwks.c broker/jwt.c broker/b64.c broker/err.c broker/json.c
 // LIBS: -lcurl
 /* libFuzzer target: issuers_fetch_cache_control, the Cache-Control value of an issuer's JWKS
  * response (untrusted: whoever serves the keys chooses it). Checks the documented range, that the

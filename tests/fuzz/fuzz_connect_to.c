@@ -1,4 +1,4 @@
-// SOURCES: broker/bearer.c broker/log.c broker/jwks.c broker/jwt.c broker/b64.c broker/err.c broker/json.c
+// SOURCES: broker/curlx.c broker/bearer.c broker/log.c broker/jwks.c broker/jwt.c broker/b64.c broker/err.c broker/json.c
 // LIBS: -lcurl
 /* libFuzzer target: issuers_fetch_connect_to, the BROKER_FETCH_CONNECT_TO parser. The module is
  * included (as the unit tests do with theirs) to see the list it installs. The input, cut at its

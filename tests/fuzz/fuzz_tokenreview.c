@@ -1,4 +1,4 @@
-// SOURCES: broker/bearer.c broker/log.c broker/jwt.c broker/b64.c broker/err.c broker/json.c
+// SOURCES: broker/curlx.c broker/bearer.c broker/log.c broker/jwt.c broker/b64.c broker/err.c broker/json.c
 // LIBS: -lcurl
 /* libFuzzer target: the TokenReview response parser (parse_response, static in tokenreview.c,
  * reached by including the module as tests/unit/test_tokenreview.c does). The body comes from the

@@ -19,7 +19,7 @@ trap cleanup EXIT
 bin=${TEST_ISSUERS_BIN:-}
 if [ -z "$bin" ]; then
   bin="$WORK/test_issuers"
-  srcs="broker/issuers.c broker/issuers_fetch.c broker/bearer.c broker/jwks.c broker/jwt.c broker/b64.c broker/err.c broker/log.c
+  srcs="broker/issuers.c broker/issuers_fetch.c broker/curlx.c broker/bearer.c broker/jwks.c broker/jwt.c broker/b64.c broker/err.c broker/log.c
         broker/policy_doc.c broker/policy_preset.c broker/policy_eval.c broker/policy_cond.c broker/glob.c broker/cidr.c
         broker/json.c"
   flags="-std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes

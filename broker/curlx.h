@@ -1,0 +1,18 @@
+/* What a failed libcurl transfer means for Broker's outbound HTTPS calls (issuer key fetches,
+ * Kubernetes TokenReview): one list of which codes are TLS failures, shared by both. */
+#ifndef BROKER_CURLX_H
+#define BROKER_CURLX_H
+#include <curl/curl.h>
+
+enum curlx_kind {
+    CURLX_NETWORK,   /* connect, DNS, reset, unsupported scheme, anything else */
+    CURLX_TIMEOUT,   /* the transfer's deadline */
+    CURLX_TOO_LARGE, /* the server announced more than the size cap */
+    CURLX_WRITE,     /* our write callback stopped the transfer (over the cap while receiving) */
+    CURLX_TLS,       /* handshake or certificate verification */
+    CURLX_NOMEM,
+};
+
+enum curlx_kind curlx_classify(CURLcode c);
+
+#endif
