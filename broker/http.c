@@ -35,6 +35,9 @@ struct http_loop {
     struct rl_table rl_conn, rl_addr;
     uint64_t rid_prefix, rid_seq;
     atomic_int inflight;
+    int fd_plain, fd_tls;  /* this loop's dup of the listeners, -1 for none; owned by the loop once it runs */
+    SSL_CTX *ssl;
+    atomic_int ready;      /* the loop thread has built its context and listeners */
 };
 
 static h2o_globalconf_t globalconf;
@@ -365,12 +368,37 @@ static void on_wake(struct loop_msg *m)
     free(m);
 }
 
+/* The context, its message queue and the listening sockets are built on the loop's own thread:
+ * h2o 2.2.5 gives every socket it creates the creating thread's (thread-local) buffer recycler,
+ * so sockets made on the main thread and read on two loop threads would share one unlocked
+ * free list — a heap corruption that showed as use-after-free at shutdown under ASan. */
+static void loop_init(struct http_loop *l)
+{
+    h2o_context_init(&l->ctx, h2o_evloop_create(), &globalconf);
+    h2o_multithread_register_receiver(l->ctx.queue, &l->rx, on_messages);
+    l->accept_plain.ctx = &l->ctx;
+    l->accept_plain.hosts = globalconf.hosts;
+    l->lsock_plain = h2o_evloop_socket_create(l->ctx.loop, l->fd_plain, H2O_SOCKET_FLAG_DONT_READ);
+    l->lsock_plain->data = &l->accept_plain;
+    h2o_socket_read_start(l->lsock_plain, on_accept);
+    if (l->fd_tls >= 0) {
+        l->accept_tls.ctx = &l->ctx;
+        l->accept_tls.hosts = globalconf.hosts;
+        l->accept_tls.ssl_ctx = l->ssl;
+        l->lsock_tls = h2o_evloop_socket_create(l->ctx.loop, l->fd_tls, H2O_SOCKET_FLAG_DONT_READ);
+        l->lsock_tls->data = &l->accept_tls;
+        h2o_socket_read_start(l->lsock_tls, on_accept);
+    }
+}
+
 static void *loop_main(void *arg)
 {
     struct http_loop *loop = arg;
     sigset_t set;
     sigfillset(&set);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    loop_init(loop);
+    atomic_store(&loop->ready, 1);
     while (!atomic_load(&stopping))
         h2o_evloop_run(loop->ctx.loop, 200);
     /* per-thread crypto contexts of the handlers that ran here */
@@ -442,22 +470,14 @@ enum broker_err http_serve(const struct config *cfg, const struct http_route *r,
             snprintf(err, sizeof(err), "RAND_bytes failed");
             goto out;
         }
-        h2o_context_init(&l->ctx, h2o_evloop_create(), &globalconf);
-        h2o_multithread_register_receiver(l->ctx.queue, &l->rx, on_messages);
         rl_init(&l->rl_conn, rate_conn, rate_conn, seed);
         rl_init(&l->rl_addr, rate_addr, rate_addr, seed ^ 0x9e3779b97f4a7c15ULL);
-        l->accept_plain.ctx = &l->ctx;
-        l->accept_plain.hosts = globalconf.hosts;
-        l->lsock_plain = h2o_evloop_socket_create(l->ctx.loop, dup(fd_plain), H2O_SOCKET_FLAG_DONT_READ);
-        l->lsock_plain->data = &l->accept_plain;
-        h2o_socket_read_start(l->lsock_plain, on_accept);
-        if (fd_tls >= 0) {
-            l->accept_tls.ctx = &l->ctx;
-            l->accept_tls.hosts = globalconf.hosts;
-            l->accept_tls.ssl_ctx = ssl;
-            l->lsock_tls = h2o_evloop_socket_create(l->ctx.loop, dup(fd_tls), H2O_SOCKET_FLAG_DONT_READ);
-            l->lsock_tls->data = &l->accept_tls;
-            h2o_socket_read_start(l->lsock_tls, on_accept);
+        l->ssl = ssl;
+        l->fd_plain = dup(fd_plain);
+        l->fd_tls = fd_tls >= 0 ? dup(fd_tls) : -1;
+        if (l->fd_plain < 0 || (fd_tls >= 0 && l->fd_tls < 0)) {
+            snprintf(err, sizeof(err), "dup: %s", strerror(errno));
+            goto out;
         }
     }
     close(fd_plain);
@@ -468,6 +488,9 @@ enum broker_err http_serve(const struct config *cfg, const struct http_route *r,
     }
     for (unsigned i = 0; i < nloops; i++)
         pthread_create(&loops[i].tid, NULL, loop_main, &loops[i]);
+    for (unsigned i = 0; i < nloops; i++) /* nothing may post to a loop before its queue exists */
+        while (!atomic_load(&loops[i].ready))
+            usleep(1000);
     log_msg(LOG_INFO, "listening", "listen=%s:%u tls=%s%s%u threads=%u issuer=%s", cfg->listen_host, cfg->listen_port,
             cfg->tls_port ? cfg->tls_host : "off", cfg->tls_port ? ":" : "", cfg->tls_port, nloops, cfg->issuer);
 
