@@ -1,5 +1,6 @@
 /* `broker exchange` / `broker run`: client side of the RFC 8693 exchange. */
 #include "cli_exchange.h"
+#include "curlx.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -28,28 +29,7 @@ struct client_opts {
     long retries;
 };
 
-struct client_buf {
-    char *p;
-    size_t n;
-};
-
-static size_t client_on_body(char *data, size_t size, size_t nmemb, void *arg)
-{
-    struct client_buf *b = arg;
-    size_t add = size * nmemb;
-    if (add > CLIENT_MAX_RESPONSE || b->n + add > CLIENT_MAX_RESPONSE)
-        return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
-    char *np = realloc(b->p, b->n + add + 1);
-    if (np == NULL)
-        return 0;
-    memcpy(np + b->n, data, add);
-    b->p = np;
-    b->n += add;
-    b->p[b->n] = '\0';
-    return add;
-}
-
-static void client_buf_wipe(struct client_buf *b)
+static void client_buf_wipe(struct curlx_body *b)
 {
     if (b->p != NULL) {
         OPENSSL_cleanse(b->p, b->n);
@@ -61,7 +41,7 @@ static void client_buf_wipe(struct client_buf *b)
 
 /* One bounded HTTP request. post may be NULL (GET). Returns the CURLcode; *status the HTTP status. */
 static CURLcode client_http(const struct client_opts *o, const char *url, struct curl_slist *hdrs, const char *post,
-                            struct client_buf *out, long *status, long *retry_after)
+                            struct curlx_body *out, long *status, long *retry_after)
 {
     CURL *c = curl_easy_init();
     *status = 0;
@@ -73,7 +53,7 @@ static CURLcode client_http(const struct client_opts *o, const char *url, struct
         curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
     if (post != NULL)
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, post);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, client_on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, curlx_on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, CLIENT_TIMEOUT_S);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, CLIENT_CONNECT_TIMEOUT_S);
@@ -134,7 +114,7 @@ static char *client_read_file(const char *path)
     return client_clean_token(buf, path);
 }
 
-static char *client_json_token(struct client_buf *b, const char *field, const char *from)
+static char *client_json_token(struct curlx_body *b, const char *field, const char *from)
 {
     json_t *r = b->p ? json_loadb(b->p, b->n, JSON_REJECT_DUPLICATES, NULL) : NULL;
     const char *v = json_string_value(json_object_get(r, field));
@@ -151,7 +131,7 @@ static char *client_github(const struct client_opts *o, const char *req_url, con
     size_t ul = strlen(req_url) + (aud ? strlen(aud) : 0) + 16, al = strlen(req_tok) + 32;
     char *url = malloc(ul), *auth = malloc(al);
     struct curl_slist *h = NULL;
-    struct client_buf b = {0};
+    struct curlx_body b = {.max = CLIENT_MAX_RESPONSE};
     long st, ra;
     if (aud == NULL || url == NULL || auth == NULL)
         goto out;
@@ -182,7 +162,7 @@ static char *client_gcp(const struct client_opts *o, const char *host)
     char *t = NULL, *aud = curl_easy_escape(NULL, o->oidc_aud ? o->oidc_aud : o->server, 0);
     char url[2048];
     struct curl_slist *h = curl_slist_append(NULL, "Metadata-Flavor: Google");
-    struct client_buf b = {0};
+    struct curlx_body b = {.max = CLIENT_MAX_RESPONSE};
     long st, ra;
     if (aud == NULL || h == NULL)
         goto out;
@@ -307,7 +287,7 @@ static json_t *client_exchange(const struct client_opts *o)
         goto out;
     long delay = 200;
     for (long attempt = 0;; attempt++) {
-        struct client_buf b = {0};
+        struct curlx_body b = {.max = CLIENT_MAX_RESPONSE};
         long st = 0, ra = -1;
         CURLcode cc = client_http(o, url, h, body, &b, &st, &ra);
         json_t *r = b.p ? json_loadb(b.p, b.n, JSON_REJECT_DUPLICATES, NULL) : NULL;

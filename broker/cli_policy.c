@@ -1,4 +1,5 @@
 #include "cli_policy.h"
+#include "curlx.h"
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 #include <stdbool.h>
@@ -90,34 +91,13 @@ static void print_changes(const json_t *changes, bool dry_run)
     }
 }
 
-struct resp_buf {
-    char *p;
-    size_t n;
-};
-
-static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
-{
-    struct resp_buf *b = arg;
-    size_t add = size * nmemb;
-    if (b->n + add > BROKER_MAX_DOC_BYTES * 4)
-        return 0;
-    char *np = realloc(b->p, b->n + add + 1);
-    if (np == NULL)
-        return 0;
-    memcpy(np + b->n, data, add);
-    b->p = np;
-    b->n += add;
-    b->p[b->n] = '\0';
-    return add;
-}
-
 /* POST /v1/policy/apply on a running broker: the same all-or-nothing apply, through the admin
  * API (a CI job can use a broker token it got by exchanging its own OIDC token). */
 static int apply_remote(const char *server, const char *token, const struct docset *docs, bool prune, bool dry_run,
                         json_t *changes)
 {
     int rc = 1;
-    struct resp_buf resp = {0};
+    struct curlx_body resp = {.max = BROKER_MAX_DOC_BYTES * 4};
     char url[1024], auth[BROKER_MAX_TOKEN_LEN + 32];
     json_t *body = json_pack("{s:O, s:O, s:b, s:b}", "issuers", docs->issuers, "identities", docs->identities,
                              "prune", prune, "dry_run", dry_run);
@@ -136,7 +116,7 @@ static int apply_remote(const char *server, const char *token, const struct docs
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, text);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, curlx_on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");

@@ -1,4 +1,6 @@
 #include "curlx.h"
+#include <stdlib.h>
+#include <string.h>
 
 enum curlx_kind curlx_classify(CURLcode c)
 {
@@ -23,4 +25,20 @@ enum curlx_kind curlx_classify(CURLcode c)
     default:
         return CURLX_NETWORK;
     }
+}
+
+size_t curlx_on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct curlx_body *b = arg;
+    size_t add = size * nmemb; /* libcurl documents size as always 1 */
+    if (add > b->max || b->n > b->max - add)
+        return 0;
+    char *np = realloc(b->p, b->n + add + 1);
+    if (np == NULL)
+        return 0;
+    memcpy(np + b->n, data, add);
+    b->p = np;
+    b->n += add;
+    b->p[b->n] = '\0';
+    return add;
 }

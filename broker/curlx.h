@@ -15,4 +15,13 @@ enum curlx_kind {
 
 enum curlx_kind curlx_classify(CURLcode c);
 
+/* A response body collected in memory (the CLI's calls to a Broker server): p is NUL-terminated,
+ * at most max bytes; more aborts the transfer (CURLE_WRITE_ERROR). The caller frees p. */
+struct curlx_body {
+    char *p;
+    size_t n, max;
+};
+/* CURLOPT_WRITEFUNCTION for a struct curlx_body passed as CURLOPT_WRITEDATA. */
+size_t curlx_on_body(char *data, size_t size, size_t nmemb, void *arg);
+
 #endif
