@@ -7,10 +7,11 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 
 #include "b64.h"
 #include "bounds.h"
+#include "dec.h"
+#include "rnd.h"
 
 /* Length of a valid UTF-8 sequence starting at p (RFC 3629: no overlongs, no surrogates,
  * nothing above U+10FFFF), or 0. */
@@ -137,16 +138,8 @@ static void mint_str(struct mint_buf *b, const char *s)
 
 static void mint_int(struct mint_buf *b, int64_t v)
 {
-    char tmp[24];
-    size_t i = sizeof(tmp);
-    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-    do {
-        tmp[--i] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0)
-        tmp[--i] = '-';
-    mint_raw(b, tmp + i, sizeof(tmp) - i);
+    char tmp[DEC_I64_MAX];
+    mint_raw(b, tmp, dec_i64(v, tmp));
 }
 
 /* ext is untrusted-in-content but already parsed JSON; jansson serializes it into the buffer. */
@@ -184,7 +177,7 @@ enum broker_err mint_token(const struct signing_key *key, const struct mint_inpu
         goto out;
     if (in->ext && !json_is_object(in->ext))
         goto out;
-    if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+    if (rnd_bytes(rnd, sizeof(rnd)) != BROKER_OK)
         goto out;
     jti[b64url_encode(rnd, sizeof(rnd), jti)] = 0;
 

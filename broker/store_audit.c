@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "bounds.h"
+#include "dec.h"
 
 #define STORE_AUDIT_PARAMS 14
 
@@ -108,15 +109,14 @@ static bool audit_claims(const struct audit_record *r)
 
 static int audit_send(PGconn *conn, const struct audit_record *r)
 {
-    char at[24], marker[64];
+    char at[DEC_I64_MAX], exp[DEC_I64_MAX], marker[64];
     const char *expl = r->explanation;
-    snprintf(at, sizeof(at), "%" PRId64, r->at_us);
+    dec_i64(r->at_us, at);
     if (expl && strlen(expl) > BROKER_AUDIT_EXPLAIN_MAX) {
         snprintf(marker, sizeof(marker), "[{\"truncated\":true,\"bytes\":%zu}]", strlen(expl));
         expl = marker;
     }
-    char exp[24];
-    snprintf(exp, sizeof(exp), "%" PRId64, r->replay_exp);
+    dec_i64(r->replay_exp, exp);
     const char *v[STORE_AUDIT_PARAMS + 1] = {
         r->request_id, at, r->issued ? "issued" : "denied", r->reason ? r->reason : "unknown", r->identity,
         r->policy, r->subject_iss, r->subject_sub, r->subject_jti, r->token_jti, r->scope, r->audience,

@@ -46,11 +46,15 @@ printf 'grant_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Agrant-type%%3Atoken-exchang
 # warm-up: keys fetched, connections to PostgreSQL open
 h2load -n 200 -c 2 -m 4 -d "$WORK/body" -H 'content-type: application/x-www-form-urlencoded' "$BROKER_URL/v1/token" >/dev/null
 
-# floor: openssl speed (single core), µs per RSA-2048 verify + P-256 sign
-speed=$(openssl speed -seconds 2 rsa2048 ecdsap256 2>/dev/null)
-rsa_v=$(awk '/^rsa 2048 bits/{print $7}' <<<"$speed")
-ec_s=$(awk '/256 bits ecdsa \(nistp256\)/{print $7}' <<<"$speed")
-FLOOR=$(awk -v a="$rsa_v" -v b="$ec_s" 'BEGIN{printf "%.1f", 1e6/a + 1e6/b}')
+# floor: openssl speed (single core), µs per RSA-2048 verify + P-256 sign. This machine's speed
+# drifts by ±10 % from minute to minute, so the floor is measured before and after the scenarios
+# and averaged (the ratios are printed after the second measurement).
+floor_once() {
+  local speed
+  speed=$(openssl speed -seconds 2 rsa2048 ecdsap256 2>/dev/null)
+  awk '/^rsa 2048 bits/{v=$7} /256 bits ecdsa \(nistp256\)/{s=$7} END{print v, s}' <<<"$speed"
+}
+read -r rsa_v ec_s < <(floor_once)
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$BPID/stat"; }
 HZ=$(getconf CLK_TCK)
@@ -70,18 +74,26 @@ run() { # NAME EXCHANGES h2load-args...
   read -r p50 p99 < <(awk '{print $3}' "$WORK/h2load.log" | sort -n | awk '{a[NR]=$1} END{printf "%.2f %.2f\n", a[int(NR*0.5)]/1000, a[int(NR*0.99)]/1000}')
   local cpu
   cpu=$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="$ok" 'BEGIN{ if (n == 0) print 0; else printf "%.1f", d * 1e6 / hz / n }')
-  local ratio
-  ratio=$(awk -v c="$cpu" -v f="$FLOOR" 'BEGIN{printf "%.2f", c / f}')
-  echo "bench: scenario=$name exchanges_per_s=${rps%.*} cpu_us_per_exchange=$cpu floor_us=$FLOOR ratio=$ratio p50_ms=$p50 p99_ms=$p99 errors=$errs"
+  RESULTS+=("$name ${rps%.*} $cpu $p50 $p99 $errs")
 }
+RESULTS=()
 
 # BENCH_PERF=FILE records a CPU profile of the broker during h2c-reuse (perf record -g)
-[ -n "${BENCH_PERF:-}" ] && { perf record -g -o "$BENCH_PERF" -p "$BPID" >/dev/null 2>&1 & PERFPID=$!; sleep 0.5; }
+[ -n "${BENCH_PERF:-}" ] && { perf record ${BENCH_PERF_ARGS:--g} -o "$BENCH_PERF" -p "$BPID" >/dev/null 2>&1 & PERFPID=$!; sleep 0.5; }
 run h2c-reuse "$N" -n "$N" -c 8 -m 16 "$BROKER_URL/v1/token"
 [ -n "${BENCH_PERF:-}" ] && { kill -INT "$PERFPID"; wait "$PERFPID" 2>/dev/null || true; }
 [ -n "${BENCH_PERF_TLS:-}" ] && { perf record -g -o "$BENCH_PERF_TLS" -p "$BPID" >/dev/null 2>&1 & PERFPID=$!; sleep 0.5; }
 run tls-new "$NTLS" -n "$NTLS" -c "$NTLS" -m 1 "https://127.0.0.1:$TLS_PORT/v1/token"
 [ -n "${BENCH_PERF_TLS:-}" ] && { kill -INT "$PERFPID"; wait "$PERFPID" 2>/dev/null || true; }
+read -r rsa_v2 ec_s2 < <(floor_once)
+rsa_v=$(awk -v a="$rsa_v" -v b="$rsa_v2" 'BEGIN{print (a + b) / 2}')
+ec_s=$(awk -v a="$ec_s" -v b="$ec_s2" 'BEGIN{print (a + b) / 2}')
+FLOOR=$(awk -v a="$rsa_v" -v b="$ec_s" 'BEGIN{printf "%.1f", 1e6/a + 1e6/b}')
+for r in "${RESULTS[@]}"; do
+  read -r name rps cpu p50 p99 errs <<<"$r"
+  ratio=$(awk -v c="$cpu" -v f="$FLOOR" 'BEGIN{printf "%.2f", c / f}')
+  echo "bench: scenario=$name exchanges_per_s=$rps cpu_us_per_exchange=$cpu floor_us=$FLOOR ratio=$ratio p50_ms=$p50 p99_ms=$p99 errors=$errs"
+done
 resumed=$(
   sleep 1 | openssl s_client -connect "127.0.0.1:$TLS_PORT" -CAfile "$WORK/tls/ca.pem" -sess_out "$WORK/sess" >/dev/null 2>&1
   openssl s_client -connect "127.0.0.1:$TLS_PORT" -CAfile "$WORK/tls/ca.pem" -sess_in "$WORK/sess" </dev/null 2>/dev/null | grep -c '^Reused')

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# A/B of two broker builds under the same h2c-reuse load: `tests/bench/ab.sh OLD_BIN NEW_BIN`.
+# Both brokers run at once (same database, keys and token); h2load drives them in alternating
+# slices, so the drift of this shared machine's speed (±10 % over minutes) falls on both alike.
+# Prints each build's CPU µs per exchange over all slices, and new/old.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+A=${1:?old broker binary}; B=${2:?new broker binary}
+ROUNDS=${AB_ROUNDS:-6}; N=${AB_N:-6000}
+WORK=$(mktemp -d /tmp/broker-ab.XXXXXX)
+chmod 755 "$WORK"
+. "$ROOT/tests/integration/lib/env.sh"
+cleanup() {
+  [ -n "${PA:-}" ] && broker_stop "$PA"
+  [ -n "${PB:-}" ] && broker_stop "$PB"
+  issuer_stop "$WORK/issuer"
+  pg_stop "$WORK/pg" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+pg_start "$WORK/pg" >/dev/null
+export BROKER_SQL_DIR="$ROOT/sql" BROKER_KEYS_DIR="$WORK/keys" BROKER_RATE_PER_CONN=0 BROKER_RATE_PER_ADDR=0
+"$A" migrate >/dev/null
+"$A" keys generate >/dev/null
+issuer_start "$WORK/issuer" >/dev/null
+mkdir -p "$WORK/p"
+cat >"$WORK/p/i.json" <<JSON
+{"issuer": "bench", "url": "$ISSUER_URL", "ca_file": "$WORK/issuer/ca.pem"}
+JSON
+cat >"$WORK/p/d.json" <<'JSON'
+{"identity": "deploy", "scopes": ["secrets:read:demo"], "audiences": ["https://secrets.example.com"],
+ "trust": [{"name": "main", "issuer": "bench", "subject": {"equals": "repo:acme/demo:ref:refs/heads/main"},
+            "claims": {"repository_id": {"equals": "123456789"}, "event_name": {"in": ["push"]}},
+            "claim_mappings": {"repository": "repo"}}]}
+JSON
+"$A" policy apply "$WORK/p" >/dev/null
+export BROKER_ISSUER_OVERRIDE=https://broker.ab.invalid  # one audience for both brokers
+BROKER_BIN=$A broker_start a; PA=$BROKER_PID; UA=$BROKER_URL
+BROKER_BIN=$B broker_start b; PB=$BROKER_PID; UB=$BROKER_URL
+TOKEN=$(mint "$WORK/issuer" --preset github-actions --aud "$BROKER_ISSUER_OVERRIDE" --ttl 3600)
+printf 'grant_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Agrant-type%%3Atoken-exchange&subject_token_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Atoken-type%%3Ajwt&subject_token=%s' "$TOKEN" >"$WORK/body"
+load() { # URL N: prints the 200 count
+  h2load -n "$2" -c 8 -m 16 -d "$WORK/body" -H 'content-type: application/x-www-form-urlencoded' "$1/v1/token" |
+    awk '/^status codes:/{print $3}'
+}
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+load "$UA" 400 >/dev/null; load "$UB" 400 >/dev/null  # warm-up
+ca=0; cb=0; na=0; nb=0
+for ((r = 1; r <= ROUNDS; r++)); do
+  for side in a b; do
+    if [ $side = a ]; then pid=$PA url=$UA; else pid=$PB url=$UB; fi
+    [ $((r % 2)) -eq 0 ] && { [ $side = a ] && pid=$PB url=$UB || pid=$PA url=$UA; }  # alternate who goes first
+    t0=$(ticks "$pid"); ok=$(load "$url" "$N"); t1=$(ticks "$pid")
+    if [ "$pid" = "$PA" ]; then ca=$((ca + t1 - t0)); na=$((na + ok)); else cb=$((cb + t1 - t0)); nb=$((nb + ok)); fi
+  done
+done
+HZ=$(getconf CLK_TCK)
+awk -v ca="$ca" -v cb="$cb" -v na="$na" -v nb="$nb" -v hz="$HZ" 'BEGIN {
+  a = ca * 1e6 / hz / na; b = cb * 1e6 / hz / nb
+  printf "ab: old_cpu_us=%.1f new_cpu_us=%.1f new_over_old=%.3f exchanges=%d/%d\n", a, b, b / a, na, nb }'
