@@ -141,7 +141,9 @@ static struct xjob *job_new(void)
 static void job_free(struct xjob *j)
 {
     http_defer_release(j->defer);
-    if (j->have_jwt)
+    if (j->have_jwt && jalloc_arena_whole(&j->arena))
+        memset(&j->jwt, 0, sizeof(j->jwt)); /* every node is in the block: dropped with it, unwalked */
+    else if (j->have_jwt)
         jwt_release(&j->jwt);
     jalloc_arena_reset(&j->arena); /* after the claims tree is gone */
     if (j->set != NULL)

@@ -50,6 +50,8 @@ static void *jalloc_malloc(size_t n)
         }
         atomic_fetch_add_explicit(&overflow_bytes, n, memory_order_relaxed);
     }
+    if (a != NULL)
+        a->spilled = 1;
     return malloc(n);
 }
 
@@ -81,6 +83,7 @@ void jalloc_arena_acquire(struct jalloc_arena *a)
 {
     a->base = NULL;
     a->used = 0;
+    a->spilled = 0;
     if (region == NULL)
         return;
     pthread_mutex_lock(&free_mu);
@@ -106,6 +109,12 @@ void jalloc_arena_reset(struct jalloc_arena *a)
     if (a->base != NULL)
         JALLOC_POISON(a->base, JALLOC_BLOCK);
     a->used = 0;
+    a->spilled = 0;
+}
+
+int jalloc_arena_whole(const struct jalloc_arena *a)
+{
+    return a->base != NULL && !a->spilled;
 }
 
 void jalloc_arena_begin(struct jalloc_arena *a)

@@ -16,6 +16,7 @@
 struct jalloc_arena {
     uint8_t *base; /* NULL: no block (jansson uses the heap) */
     size_t used;
+    int spilled;   /* an allocation inside a window went to the heap since the last reset */
 };
 
 /* Reserve the block range and route jansson through jalloc. Once, before any jansson call and
@@ -27,6 +28,9 @@ void jalloc_arena_acquire(struct jalloc_arena *a);
 void jalloc_arena_release(struct jalloc_arena *a);
 /* Forget everything allocated in the block (the job is recycled). */
 void jalloc_arena_reset(struct jalloc_arena *a);
+/* True when everything allocated inside this arena's windows since the last reset is in its
+ * block: a tree built there can then be dropped with the block, without walking it to free. */
+int jalloc_arena_whole(const struct jalloc_arena *a);
 /* Open and close the window on this thread; windows do not nest. */
 void jalloc_arena_begin(struct jalloc_arena *a);
 void jalloc_arena_end(void);

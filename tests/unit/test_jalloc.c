@@ -23,6 +23,7 @@ static void test_window_uses_the_block(void **state)
     assert_true(ab1 > ab0);      /* allocated from the block */
     assert_int_equal(ob1, ob0);  /* nothing overflowed */
     assert_true(a.used > 0 && a.used <= 16 * 1024);
+    assert_true(jalloc_arena_whole(&a)); /* the tree may be dropped with the block, unwalked */
     assert_string_equal(json_string_value(json_object_get(o, "sub")), "repo:acme/app:ref:refs/heads/main");
     /* outside the window: heap memory, also freed through jalloc */
     json_t *h = json_string("on the heap");
@@ -54,13 +55,17 @@ static void test_overflow_goes_to_the_heap(void **state)
     json_t *t = json_string("small");
     jalloc_arena_end();
     jalloc_stats(&ab1, &ob1);
+    assert_false(jalloc_arena_whole(&a)); /* part of it is heap memory: it must be walked and freed */
     assert_non_null(s);
     assert_non_null(t);
     assert_true(ob1 - ob0 >= 20000);
     assert_int_equal(strlen(json_string_value(s)), 19999);
     json_decref(s); /* the heap copy is really freed: no leak report */
     json_decref(t);
+    jalloc_arena_reset(&a);
+    assert_true(jalloc_arena_whole(&a)); /* a reset block starts whole again */
     jalloc_arena_release(&a);
+    assert_false(jalloc_arena_whole(&a)); /* no block: nothing is in one */
     free(big);
 }
 
