@@ -162,6 +162,7 @@ static void *audit_main(void *arg)
     struct timespec next_try;
 
     (void)arg;
+    pthread_setname_np(pthread_self(), "broker-audit"); /* top -H, /proc/PID/task/N/comm */
     clock_gettime(CLOCK_MONOTONIC, &next_try);
     for (;;) {
         if (!store_connected(st) && timespec_passed(&next_try) && !audit_stopping())

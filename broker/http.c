@@ -394,6 +394,9 @@ static void loop_init(struct http_loop *l)
 static void *loop_main(void *arg)
 {
     struct http_loop *loop = arg;
+    char name[16];
+    snprintf(name, sizeof(name), "broker-loop%u", (unsigned)(loop - loops) % 100u);
+    pthread_setname_np(pthread_self(), name); /* top -H, /proc/PID/task/N/comm */
     sigset_t set;
     sigfillset(&set);
     pthread_sigmask(SIG_BLOCK, &set, NULL);

@@ -544,6 +544,7 @@ static void run_one(struct issuer_entry *e)
 static void *worker_main(void *arg)
 {
     (void)arg;
+    pthread_setname_np(pthread_self(), "broker-jwks");
     pthread_mutex_lock(&mu);
     while (!stopping) {
         if (orphans != NULL) {

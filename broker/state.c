@@ -260,6 +260,7 @@ static void heartbeat(struct store *st)
 static void *reloader(void *arg)
 {
     (void)arg;
+    pthread_setname_np(pthread_self(), "broker-reload");
     struct store *st = NULL;
     time_t keys_at = time(NULL), beat_at = 0, prune_at = time(NULL);
     while (!atomic_load(&stop_flag)) {

@@ -414,6 +414,7 @@ static void pending_remove_locked(struct review *rv)
 static void *worker_main(void *unused)
 {
     (void)unused;
+    pthread_setname_np(pthread_self(), "broker-review");
     CURL *h = curl_easy_init();
     pthread_mutex_lock(&mu);
     while (!stopping) {

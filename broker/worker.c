@@ -16,6 +16,7 @@ static char *dburl;
 static void *worker_main(void *arg)
 {
     (void)arg;
+    pthread_setname_np(pthread_self(), "broker-worker");
     struct store *st = NULL;
     for (;;) {
         pthread_mutex_lock(&mu);

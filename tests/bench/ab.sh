@@ -18,27 +18,12 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-pg_start "$WORK/pg" >/dev/null
-export BROKER_SQL_DIR="$ROOT/sql" BROKER_KEYS_DIR="$WORK/keys" BROKER_RATE_PER_CONN=0 BROKER_RATE_PER_ADDR=0
-"$A" migrate >/dev/null
-"$A" keys generate >/dev/null
-issuer_start "$WORK/issuer" >/dev/null
-mkdir -p "$WORK/p"
-cat >"$WORK/p/i.json" <<JSON
-{"issuer": "bench", "url": "$ISSUER_URL", "ca_file": "$WORK/issuer/ca.pem"}
-JSON
-cat >"$WORK/p/d.json" <<'JSON'
-{"identity": "deploy", "scopes": ["secrets:read:demo"], "audiences": ["https://secrets.example.com"],
- "trust": [{"name": "main", "issuer": "bench", "subject": {"equals": "repo:acme/demo:ref:refs/heads/main"},
-            "claims": {"repository_id": {"equals": "123456789"}, "event_name": {"in": ["push"]}},
-            "claim_mappings": {"repository": "repo"}}]}
-JSON
-"$A" policy apply "$WORK/p" >/dev/null
+. "$ROOT/tests/bench/lib.sh"
+bench_setup "$A"
 export BROKER_ISSUER_OVERRIDE=https://broker.ab.invalid  # one audience for both brokers
 BROKER_BIN=$A broker_start a; PA=$BROKER_PID; UA=$BROKER_URL
 BROKER_BIN=$B broker_start b; PB=$BROKER_PID; UB=$BROKER_URL
-TOKEN=$(mint "$WORK/issuer" --preset github-actions --aud "$BROKER_ISSUER_OVERRIDE" --ttl 3600)
-printf 'grant_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Agrant-type%%3Atoken-exchange&subject_token_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Atoken-type%%3Ajwt&subject_token=%s' "$TOKEN" >"$WORK/body"
+bench_body "$BROKER_ISSUER_OVERRIDE"
 load() { # URL N: prints the 200 count
   h2load -n "$2" -c 8 -m 16 -d "$WORK/body" -H 'content-type: application/x-www-form-urlencoded' "$1/v1/token" |
     awk '/^status codes:/{print $3}'

@@ -4,7 +4,6 @@
 #   bench: scenario=NAME exchanges_per_s=N cpu_us_per_exchange=N floor_us=N ratio=N p50_ms=N p99_ms=N errors=N
 # cpu_us_per_exchange: the broker process's user+system CPU / exchanges (from /proc/PID/stat).
 # floor_us: one RSA-2048 verify + one P-256 sign, measured by `openssl speed` in this run.
-# Rate limits are switched off for the broker under test (one client address sends everything).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BROKER_BIN=${1:-$ROOT/build/broker}
@@ -21,28 +20,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-pg_start "$WORK/pg" >/dev/null
-export BROKER_SQL_DIR="$ROOT/sql" BROKER_KEYS_DIR="$WORK/keys" BROKER_RATE_PER_CONN=0 BROKER_RATE_PER_ADDR=0
-"$BROKER_BIN" migrate >/dev/null
-"$BROKER_BIN" keys generate >/dev/null
-issuer_start "$WORK/issuer" >/dev/null
+. "$ROOT/tests/bench/lib.sh"
+bench_setup "$BROKER_BIN"
 "$ROOT/tests/tools/mkcert.sh" "$WORK/tls" >/dev/null
-mkdir -p "$WORK/p"
-cat >"$WORK/p/i.json" <<JSON
-{"issuer": "bench", "url": "$ISSUER_URL", "ca_file": "$WORK/issuer/ca.pem"}
-JSON
-cat >"$WORK/p/d.json" <<'JSON'
-{"identity": "deploy", "scopes": ["secrets:read:demo"], "audiences": ["https://secrets.example.com"],
- "trust": [{"name": "main", "issuer": "bench", "subject": {"equals": "repo:acme/demo:ref:refs/heads/main"},
-            "claims": {"repository_id": {"equals": "123456789"}, "event_name": {"in": ["push"]}},
-            "claim_mappings": {"repository": "repo"}}]}
-JSON
-"$BROKER_BIN" policy apply "$WORK/p" >/dev/null
 TLS_PORT=$(free_port)
 broker_start bench --tls-listen "127.0.0.1:$TLS_PORT" --tls-cert "$WORK/tls/tls.pem" --tls-key "$WORK/tls/tls.key"
 BPID=$BROKER_PID
-TOKEN=$(mint "$WORK/issuer" --preset github-actions --aud "$BROKER_URL" --ttl 3600)
-printf 'grant_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Agrant-type%%3Atoken-exchange&subject_token_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Atoken-type%%3Ajwt&subject_token=%s' "$TOKEN" >"$WORK/body"
+bench_body "$BROKER_URL"
 # warm-up: keys fetched, connections to PostgreSQL open
 h2load -n 200 -c 2 -m 4 -d "$WORK/body" -H 'content-type: application/x-www-form-urlencoded' "$BROKER_URL/v1/token" >/dev/null
 
@@ -57,6 +41,16 @@ floor_once() {
 read -r rsa_v ec_s < <(floor_once)
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$BPID/stat"; }
+# CPU ticks per kind of thread (names set by the broker: broker-loopN, broker-audit, others)
+thread_ticks() {
+  local t loop=0 audit=0 other=0 c n
+  for t in /proc/"$BPID"/task/*; do
+    n=$(cat "$t/comm" 2>/dev/null) || continue
+    c=$(awk '{print $14 + $15}' "$t/stat" 2>/dev/null) || continue
+    case $n in broker-loop*) loop=$((loop + c)) ;; broker-audit) audit=$((audit + c)) ;; *) other=$((other + c)) ;; esac
+  done
+  echo "$loop $audit $other"
+}
 HZ=$(getconf CLK_TCK)
 
 run() { # NAME EXCHANGES h2load-args...
@@ -64,8 +58,11 @@ run() { # NAME EXCHANGES h2load-args...
   local t0 t1 out
   rm -f "$WORK/h2load.log"
   t0=$(cpu_ticks)
+  read -r l0 a0 o0 < <(thread_ticks)
   out=$(h2load "$@" --log-file="$WORK/h2load.log" -d "$WORK/body" -H 'content-type: application/x-www-form-urlencoded' 2>&1)
   t1=$(cpu_ticks)
+  read -r l1 a1 o1 < <(thread_ticks)
+  SHARES+=("$name $((l1 - l0)) $((a1 - a0)) $((o1 - o0))")
   local rps ok errs
   rps=$(awk '/^finished in/{gsub(",","",$4); print $4}' <<<"$out")
   ok=$(awk '$2==200' "$WORK/h2load.log" | wc -l)
@@ -76,7 +73,7 @@ run() { # NAME EXCHANGES h2load-args...
   cpu=$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="$ok" 'BEGIN{ if (n == 0) print 0; else printf "%.1f", d * 1e6 / hz / n }')
   RESULTS+=("$name ${rps%.*} $cpu $p50 $p99 $errs")
 }
-RESULTS=()
+RESULTS=() SHARES=()
 
 # BENCH_PERF=FILE records a CPU profile of the broker during h2c-reuse (perf record -g)
 [ -n "${BENCH_PERF:-}" ] && { perf record ${BENCH_PERF_ARGS:--g} -o "$BENCH_PERF" -p "$BPID" >/dev/null 2>&1 & PERFPID=$!; sleep 0.5; }
@@ -93,6 +90,11 @@ for r in "${RESULTS[@]}"; do
   read -r name rps cpu p50 p99 errs <<<"$r"
   ratio=$(awk -v c="$cpu" -v f="$FLOOR" 'BEGIN{printf "%.2f", c / f}')
   echo "bench: scenario=$name exchanges_per_s=$rps cpu_us_per_exchange=$cpu floor_us=$FLOOR ratio=$ratio p50_ms=$p50 p99_ms=$p99 errors=$errs"
+done
+for r in "${SHARES[@]}"; do  # where the broker's CPU went, by thread
+  read -r name l a o <<<"$r"
+  awk -v n="$name" -v l="$l" -v a="$a" -v o="$o" 'BEGIN { t = l + a + o; if (t > 0)
+    printf "bench: cpu_by_thread scenario=%s loops=%.0f%% audit_writer=%.0f%% other=%.0f%%\n", n, 100*l/t, 100*a/t, 100*o/t }'
 done
 resumed=$(
   sleep 1 | openssl s_client -connect "127.0.0.1:$TLS_PORT" -CAfile "$WORK/tls/ca.pem" -sess_out "$WORK/sess" >/dev/null 2>&1
