@@ -1,5 +1,6 @@
 #include "config.h"
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,8 +102,10 @@ enum broker_err config_from_env(struct config *c, char *err, size_t errlen)
     c->tls_key = getenv("BROKER_TLS_KEY");
     c->keys_dir = (v = getenv("BROKER_KEYS_DIR")) && *v ? v : "./keys";
     c->sql_dir = (v = getenv("BROKER_SQL_DIR")) && *v ? v : "./sql";
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    c->threads = ncpu > 0 && ncpu <= 256 ? (unsigned)ncpu : 1;
+    /* the CPUs this process may run on (taskset, a container's cpuset), not all the machine has */
+    cpu_set_t cpus;
+    long ncpu = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : sysconf(_SC_NPROCESSORS_ONLN);
+    c->threads = ncpu > 0 ? (unsigned)(ncpu <= 256 ? ncpu : 256) : 1;
     if ((v = getenv("BROKER_THREADS")) != NULL && *v && set_threads(c, v, err, errlen) != BROKER_OK)
         return BROKER_ERR_CONFIG;
     if ((v = getenv("BROKER_ISSUER")) != NULL && *v) {

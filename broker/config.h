@@ -14,7 +14,7 @@ struct config {
     const char *tls_key;        /* BROKER_TLS_KEY */
     char issuer[512];           /* BROKER_ISSUER, default http://<listen> */
     const char *keys_dir;       /* BROKER_KEYS_DIR, default ./keys */
-    unsigned threads;           /* BROKER_THREADS, default number of CPUs */
+    unsigned threads;           /* BROKER_THREADS, default the CPUs this process may run on */
     const char *sql_dir;        /* BROKER_SQL_DIR, default ./sql */
 };
 
