@@ -11,7 +11,7 @@
 struct store {
     PGconn *conn;
     bool broken;          /* a failure left the session in an unknown state: reconnect */
-    bool audit_prepared;  /* "audit_insert" exists on this connection */
+    bool audit_prepared;  /* "audit_insert_many" and "audit_insert_once" exist on this connection */
     char err[512];
     char sqlstate[6];
 };

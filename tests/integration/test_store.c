@@ -585,6 +585,96 @@ static void test_audit_write_get(void **state)
     assert_null(a.identity);
 }
 
+/* A batch's plain rows travel as array literals (one INSERT ... unnest): text that means something
+ * inside {"...",...} must come back byte for byte, NULL must stay NULL (and the text "NULL" stay
+ * text), rows keep their queue order, and claiming rows in the same batch still claim. */
+static void test_audit_batch_text(void **state)
+{
+    (void)state;
+    static const char *texts[] = {"", "NULL", "null", "\"", "\\", "\\\"", "{}", "{\"a\",\"b\"}", ",", " x ",
+                                  "a,b", "line\nbreak\ttab", "\xc3\xa9\xe6\x97\xa5\xe6\x9c\xac", "}{", "'quote'",
+                                  "back\\slash\\\\", "ends with \\", "\"\"\"", "(1,2)", "ARRAY[1]"};
+    const size_t nt = sizeof(texts) / sizeof(texts[0]);
+    enum { N = 48 };
+    struct audit_record recs[N];
+    struct audit_record *ptrs[N];
+    char ident[48], jti[48];
+    snprintf(ident, sizeof(ident), "batch-%d", (int)getpid());
+    snprintf(jti, sizeof(jti), "batch-jti-%d", (int)getpid());
+    for (size_t i = 0; i < N; i++) {
+        char id[40];
+        snprintf(id, sizeof(id), "bt-%d-%02zu", (int)getpid(), i);
+        rec_fill(&recs[i], id, i % 3 != 1);
+        free(recs[i].identity);
+        recs[i].identity = strdup(ident);
+        recs[i].at_us = 1700000000000000 + (int64_t)i;
+        free(recs[i].subject_sub);
+        recs[i].subject_sub = strdup(texts[i % nt]);
+        free(recs[i].scope);
+        recs[i].scope = i % 5 == 0 ? NULL : strdup(texts[(i + 7) % nt]);
+        free(recs[i].explanation);
+        char ex[160];
+        snprintf(ex, sizeof(ex), "[{\"n\":%zu,\"s\":\"q\\\"b\\\\ \\u00e9\"}]", i);
+        recs[i].explanation = i % 4 == 3 ? NULL : strdup(ex);
+        if (i == 10 || i == 20) { /* the same subject jti claimed twice in one batch */
+            recs[i].issued = true;
+            recs[i].reason = "ok";
+            free(recs[i].subject_jti);
+            recs[i].subject_jti = strdup(jti);
+            recs[i].replay_exp = 1700003600;
+        }
+        ptrs[i] = &recs[i];
+    }
+    assert_int_equal(store_audit_write(g_st, ptrs, N), BROKER_OK);
+    assert_false(recs[10].replayed);
+    assert_true(recs[20].replayed); /* the second claim of one jti is stored as a replay */
+
+    for (size_t i = 0; i < N; i++) {
+        json_t *o = NULL;
+        assert_int_equal(store_audit_get(g_st, recs[i].request_id, &o), BROKER_OK);
+        assert_string_equal(json_string_value(json_object_get(o, "subject_sub")), texts[i % nt]);
+        if (i % 5 == 0)
+            assert_true(json_is_null(json_object_get(o, "scope")));
+        else
+            assert_string_equal(json_string_value(json_object_get(o, "scope")), texts[(i + 7) % nt]);
+        json_t *ex = json_object_get(o, "explanation");
+        if (i == 20) {
+            assert_string_equal(json_string_value(json_object_get(o, "reason")), "replay");
+        } else if (i % 4 == 3) {
+            assert_true(json_is_null(ex));
+        } else {
+            assert_int_equal(json_integer_value(json_object_get(json_array_get(ex, 0), "n")), (json_int_t)i);
+            assert_string_equal(json_string_value(json_object_get(json_array_get(ex, 0), "s")), "q\"b\\ \xc3\xa9");
+        }
+        char at[40];
+        snprintf(at, sizeof(at), "2023-11-14T22:13:20.0000%02zuZ", i);
+        assert_string_equal(json_string_value(json_object_get(o, "at")), at);
+        assert_string_equal(json_string_value(json_object_get(o, "result")),
+                            i == 20 ? "denied" : recs[i].issued ? "issued" : "denied");
+        json_decref(o);
+    }
+    /* plain rows are numbered in queue order (the listing is newest first) */
+    struct store_audit_filter f = {.identity = ident, .limit = 100};
+    json_t *items = NULL;
+    int64_t cursor = 0;
+    assert_int_equal(store_audit_list(g_st, &f, &items, &cursor), BROKER_OK);
+    assert_int_equal(json_array_size(items), N);
+    size_t prev = N, seen = 0;
+    for (size_t k = 0; k < json_array_size(items); k++) {
+        const char *rid = json_string_value(json_object_get(json_array_get(items, k), "request_id"));
+        size_t i = (size_t)strtoul(strrchr(rid, '-') + 1, NULL, 10);
+        if (i == 10 || i == 20)
+            continue;
+        assert_true(i < prev);
+        prev = i;
+        seen++;
+    }
+    assert_int_equal(seen, N - 2);
+    json_decref(items);
+    for (size_t i = 0; i < N; i++)
+        audit_record_clear(&recs[i]);
+}
+
 /* ---- audit writer ---- */
 
 struct tjob {
@@ -1062,6 +1152,7 @@ int main(void)
         cmocka_unit_test(test_documents),
         cmocka_unit_test(test_admin_tokens),
         cmocka_unit_test(test_audit_write_get),
+        cmocka_unit_test(test_audit_batch_text),
         cmocka_unit_test_teardown(test_audit_writer_many, writer_teardown),
         cmocka_unit_test_teardown(test_audit_writer_queue_full, writer_teardown),
         cmocka_unit_test_teardown(test_audit_writer_bad_row, writer_teardown),
