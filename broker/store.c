@@ -214,6 +214,8 @@ void store_close(struct store *st)
         return;
     if (st->conn)
         PQfinish(st->conn);
+    for (size_t i = 0; i < STORE_AUDIT_PARAMS; i++)
+        free(st->audit_cols[i].p);
     free(st);
 }
 

@@ -11,7 +11,6 @@
 #include "bounds.h"
 #include "dec.h"
 
-#define STORE_AUDIT_PARAMS 14
 
 /* The rows of a batch that claim nothing, in one statement: each column's values as one array,
  * unnested in queue order. One Bind and one executor start-up per batch instead of per row:
@@ -146,12 +145,9 @@ static int audit_send_once(PGconn *conn, const struct audit_record *r)
 
 #define AUDIT_MANY_BYTES (4u << 20) /* array text per statement; a batch above it takes several */
 
-struct audit_arr {
-    char *p;
-    size_t len, cap;
-};
+#define AUDIT_ARR_KEEP (64u << 10) /* a column buffer above this is not kept after its batch */
 
-static bool audit_arr_put(struct audit_arr *a, const char *s, size_t n)
+static bool audit_arr_put(struct store_arr *a, const char *s, size_t n)
 {
     if (n == 0)
         return true;
@@ -175,7 +171,7 @@ static bool audit_arr_put(struct audit_arr *a, const char *s, size_t n)
 
 /* One element: NULL, or the text in double quotes with '"' and '\' escaped (the only bytes that
  * are special inside quotes). The text is already clean UTF-8 without NUL (audit_record_clean). */
-static bool audit_arr_elem(struct audit_arr *a, const char *s)
+static bool audit_arr_elem(struct store_arr *a, const char *s)
 {
     if (a->len > 1 && !audit_arr_put(a, ",", 1)) /* not the first: more than "{" is written */
         return false;
@@ -199,18 +195,20 @@ static bool audit_arr_elem(struct audit_arr *a, const char *s)
 
 /* The plain (non-claiming) records recs[from..to) as one INSERT; *next is where the next
  * statement starts (a statement stops once its arrays pass AUDIT_MANY_BYTES). 1 when sent. */
-static int audit_send_many(PGconn *conn, struct audit_record *const *recs, size_t from, size_t to, size_t *next,
+static int audit_send_many(struct store *st, struct audit_record *const *recs, size_t from, size_t to, size_t *next,
                            size_t *rows)
 {
-    struct audit_arr cols[STORE_AUDIT_PARAMS] = {{0}};
+    struct store_arr *cols = st->audit_cols;
     const char *params[STORE_AUDIT_PARAMS];
     size_t total = 0, i = from;
     int sent = 0;
     bool ok = true;
 
     *rows = 0;
-    for (size_t c = 0; c < STORE_AUDIT_PARAMS && ok; c++)
+    for (size_t c = 0; c < STORE_AUDIT_PARAMS && ok; c++) {
+        cols[c].len = 0;
         ok = audit_arr_put(&cols[c], "{", 1);
+    }
     for (; ok && i < to && total <= AUDIT_MANY_BYTES; i++) {
         if (audit_claims(recs[i]))
             continue;
@@ -230,9 +228,13 @@ static int audit_send_many(PGconn *conn, struct audit_record *const *recs, size_
         params[c] = cols[c].p;
     }
     if (ok)
-        sent = PQsendQueryPrepared(conn, "audit_insert_many", STORE_AUDIT_PARAMS, params, NULL, NULL, 0);
-    for (size_t c = 0; c < STORE_AUDIT_PARAMS; c++)
-        free(cols[c].p);
+        sent = PQsendQueryPrepared(st->conn, "audit_insert_many", STORE_AUDIT_PARAMS, params, NULL, NULL, 0);
+    for (size_t c = 0; c < STORE_AUDIT_PARAMS; c++) { /* libpq has copied them */
+        if (cols[c].cap > AUDIT_ARR_KEEP) {
+            free(cols[c].p);
+            cols[c] = (struct store_arr){0};
+        }
+    }
     return sent;
 }
 
@@ -354,7 +356,7 @@ enum broker_err store_audit_write(struct store *st, struct audit_record *const *
         plain += !audit_claims(recs[i]);
     for (size_t i = 0, next = 0; sent && plain > 0; i = next) { /* each call takes >= 1 plain record */
         size_t rows = 0;
-        sent = audit_send_many(st->conn, recs, i, n, &next, &rows) == 1 && rows > 0;
+        sent = audit_send_many(st, recs, i, n, &next, &rows) == 1 && rows > 0;
         stmts[nstmts++] = (struct audit_stmt){.rows = rows};
         plain -= rows < plain ? rows : plain;
     }

@@ -8,12 +8,21 @@
 #include <libpq-fe.h>
 #include "store.h"
 
+/* One column's values as a PostgreSQL array literal, kept by the session between audit batches
+ * (store_audit.c). */
+struct store_arr {
+    char *p;
+    size_t len, cap;
+};
+#define STORE_AUDIT_PARAMS 14
+
 struct store {
     PGconn *conn;
     bool broken;          /* a failure left the session in an unknown state: reconnect */
     bool audit_prepared;  /* "audit_insert_many" and "audit_insert_once" exist on this connection */
     char err[512];
     char sqlstate[6];
+    struct store_arr audit_cols[STORE_AUDIT_PARAMS];
 };
 
 /* Record what failed (libpq's message of res, or of the connection when res is NULL) and mark

@@ -7,7 +7,10 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 A=${1:?old broker binary}; B=${2:?new broker binary}
-ROUNDS=${AB_ROUNDS:-6}; N=${AB_N:-6000}
+ROUNDS=${AB_ROUNDS:-8}; N=${AB_N:-6000}
+# One event loop each unless told otherwise: whether h2load's 8 connections land on one loop or
+# split over two is chance, and it moves the CPU per exchange by several % on two cores.
+export BROKER_THREADS=${BROKER_THREADS:-1}
 WORK=$(mktemp -d /tmp/broker-ab.XXXXXX)
 chmod 755 "$WORK"
 . "$ROOT/tests/integration/lib/env.sh"
@@ -47,6 +50,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
   done
 done
 HZ=$(getconf CLK_TCK)
+batch() { curl -fsS "$1/metrics" | awk '/^broker_audit_batches_total/{b=$2} /^broker_audit_rows_total/{r=$2} END{printf "%.1f", b ? r / b : 0}'; }
+echo "ab: audit_rows_per_batch old=$(batch "$UA") new=$(batch "$UB")"
 awk -v ca="$ca" -v cb="$cb" -v na="$na" -v nb="$nb" -v pa="$pa" -v pb="$pb" -v hz="$HZ" 'BEGIN {
   a = ca * 1e6 / hz / na; b = cb * 1e6 / hz / nb
   printf "ab: old_cpu_us=%.1f new_cpu_us=%.1f new_over_old=%.3f exchanges=%d/%d\n", a, b, b / a, na, nb
