@@ -341,6 +341,16 @@ static void decide(struct xjob *j, enum broker_err e, char *explanation)
 static void on_refetched_loop(struct loop_msg *m);
 static void on_refetched(void *arg, bool changed);
 static void mint_and_decide(struct xjob *j);
+
+static void on_mint_later(struct loop_msg *m)
+{
+    struct xjob *j = (struct xjob *)m;
+    if (j->r == NULL) { /* the client reset the stream within this iteration: nothing was decided */
+        job_free(j);
+        return;
+    }
+    mint_and_decide(j);
+}
 static void on_reviewed(void *arg, enum tokenreview_result r);
 
 /* A TokenReview's answer: mint, or deny with an explanation an admin can act on. */
@@ -471,7 +481,8 @@ static void evaluate(struct xjob *j)
         reviewed(j, tr);
         return;
     }
-    mint_and_decide(j);
+    j->msg.cb = on_mint_later;
+    http_later(j->loop, &j->msg); /* signed with this loop iteration's other exchanges */
 }
 
 /* Minting and the audit record, once every check has passed. */

@@ -38,6 +38,8 @@ struct http_loop {
     int fd_plain, fd_tls;  /* this loop's dup of the listeners, -1 for none; owned by the loop once it runs */
     SSL_CTX *ssl;
     atomic_int ready;      /* the loop thread has built its context and listeners */
+    h2o_linklist_t later;  /* http_later's messages, run by later_entry on ctx.zero_timeout */
+    h2o_timeout_entry_t later_entry;
 };
 
 static h2o_globalconf_t globalconf;
@@ -68,6 +70,23 @@ void http_inflight_add(struct http_loop *loop, int delta)
 void http_post(struct http_loop *loop, struct loop_msg *m)
 {
     h2o_multithread_send_message(&loop->rx, &m->super);
+}
+
+static void on_later(h2o_timeout_entry_t *entry)
+{
+    struct http_loop *loop = H2O_STRUCT_FROM_MEMBER(struct http_loop, later_entry, entry);
+    while (!h2o_linklist_is_empty(&loop->later)) {
+        struct loop_msg *m = H2O_STRUCT_FROM_MEMBER(struct loop_msg, super.link, loop->later.next);
+        h2o_linklist_unlink(&m->super.link);
+        m->cb(m);
+    }
+}
+
+void http_later(struct http_loop *loop, struct loop_msg *m)
+{
+    h2o_linklist_insert(&loop->later, &m->super.link);
+    if (!h2o_timeout_is_linked(&loop->later_entry))
+        h2o_timeout_link(loop->ctx.loop, &loop->ctx.zero_timeout, &loop->later_entry);
 }
 
 static void on_messages(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages)
@@ -376,6 +395,8 @@ static void loop_init(struct http_loop *l)
 {
     h2o_context_init(&l->ctx, h2o_evloop_create(), &globalconf);
     h2o_multithread_register_receiver(l->ctx.queue, &l->rx, on_messages);
+    h2o_linklist_init_anchor(&l->later);
+    l->later_entry = (h2o_timeout_entry_t){.cb = on_later};
     l->accept_plain.ctx = &l->ctx;
     l->accept_plain.hosts = globalconf.hosts;
     l->lsock_plain = h2o_evloop_socket_create(l->ctx.loop, l->fd_plain, H2O_SOCKET_FLAG_DONT_READ);
