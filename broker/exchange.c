@@ -342,6 +342,18 @@ static void on_refetched_loop(struct loop_msg *m);
 static void on_refetched(void *arg, bool changed);
 static void mint_and_decide(struct xjob *j);
 
+static void evaluate(struct xjob *j);
+
+static void on_evaluate_later(struct loop_msg *m)
+{
+    struct xjob *j = (struct xjob *)m;
+    if (j->r == NULL) { /* the client reset the stream within this iteration: nothing was decided */
+        job_free(j);
+        return;
+    }
+    evaluate(j);
+}
+
 static void on_mint_later(struct loop_msg *m)
 {
     struct xjob *j = (struct xjob *)m;
@@ -695,6 +707,7 @@ int exchange_handle(struct http_request *r)
         decide(j, BROKER_ERR_UNKNOWN_ISSUER, NULL);
         return 0;
     }
-    evaluate(j);
+    j->msg.cb = on_evaluate_later;
+    http_later(j->loop, &j->msg); /* verified with this iteration's other requests, then signed */
     return 0;
 }
