@@ -295,7 +295,7 @@ static void admin_done(struct loop_msg *m)
         log_msg(LOG_INFO, "admin_change", "who=%s what=%s/%s change=%s", j->who, j->kind, j->arg, j->change);
     else if (j->who[0] != '\0')
         log_msg(LOG_INFO, "admin_request", "who=%s op=%s status=%d", j->who, op_names[j->op], j->status);
-    http_defer_release(j->defer);
+    http_defer_release(j->defer, &j->r);
     job_free(j);
 }
 

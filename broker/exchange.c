@@ -140,7 +140,7 @@ static struct xjob *job_new(void)
 
 static void job_free(struct xjob *j)
 {
-    http_defer_release(j->defer);
+    http_defer_release(j->defer, &j->r);
     if (j->have_jwt && jalloc_arena_whole(&j->arena))
         memset(&j->jwt, 0, sizeof(j->jwt)); /* every node is in the block: dropped with it, unwalked */
     else if (j->have_jwt)

@@ -78,13 +78,15 @@ static void on_later(h2o_timeout_entry_t *entry)
     while (!h2o_linklist_is_empty(&loop->later)) {
         struct loop_msg *m = H2O_STRUCT_FROM_MEMBER(struct loop_msg, super.link, loop->later.next);
         h2o_linklist_unlink(&m->super.link);
-        m->cb(m);
+        m->cb(m); /* may free m; counts itself again first if it defers further */
+        atomic_fetch_add(&loop->inflight, -1); /* after: a drain never sees a gap */
     }
 }
 
 void http_later(struct http_loop *loop, struct loop_msg *m)
 {
     h2o_linklist_insert(&loop->later, &m->super.link);
+    atomic_fetch_add(&loop->inflight, 1); /* a drain waits for it like any deferred answer */
     if (!h2o_timeout_is_linked(&loop->later_entry))
         h2o_timeout_link(loop->ctx.loop, &loop->ctx.zero_timeout, &loop->later_entry);
 }
@@ -180,9 +182,9 @@ struct http_defer *http_defer(struct http_request *r, struct http_request **slot
     return d;
 }
 
-void http_defer_release(struct http_defer *d)
+void http_defer_release(struct http_defer *d, struct http_request *const *slot)
 {
-    if (d != NULL)
+    if (d != NULL && *slot != NULL) /* *slot NULL: the request's pool, d with it, is freed */
         d->slot = NULL;
 }
 

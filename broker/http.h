@@ -57,10 +57,12 @@ void http_inflight_add(struct http_loop *loop, int delta);
 
 /* Deferred answers. A job that answers later keeps r in *slot; h2o frees the request when the
  * client resets the stream or closes the connection, and then *slot becomes NULL (checked on
- * the loop thread before answering). A job freed before its request calls http_defer_release. */
+ * the loop thread before answering). A job freed calls http_defer_release with the same slot:
+ * while *slot is set the request (and d, in its pool) is alive and stops pointing at the job;
+ * once *slot is NULL, d is already gone with the request and is not touched. */
 struct http_defer;
 struct http_defer *http_defer(struct http_request *r, struct http_request **slot);
-void http_defer_release(struct http_defer *d);
+void http_defer_release(struct http_defer *d, struct http_request *const *slot);
 
 /* Responses. Bodies are copied into req->pool. Every response has X-Request-Id. */
 void http_respond(struct http_request *r, int status, const char *content_type, const char *body, size_t len);

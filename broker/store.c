@@ -114,6 +114,17 @@ static void store_on_notice(void *arg, const char *msg)
     (void)msg;
 }
 
+/* The session must speak UTF-8 (see store_open); otherwise it is unusable until a reconnect. */
+static bool store_utf8(struct store *st, const char *what)
+{
+    if (PQclientEncoding(st->conn) == pg_char_to_encoding("UTF8"))
+        return true;
+    snprintf(st->err, sizeof(st->err), "%s: the session's client_encoding is %s, not UTF8", what,
+             pg_encoding_to_char(PQclientEncoding(st->conn)));
+    st->broken = true;
+    return false;
+}
+
 enum broker_err store_open(const char *conninfo, struct store **out)
 {
     enum broker_err rc = BROKER_ERR_DB;
@@ -156,6 +167,8 @@ enum broker_err store_open(const char *conninfo, struct store **out)
             user_options = o->val;
             continue;
         }
+        if (strcmp(o->keyword, "client_encoding") == 0)
+            continue; /* always UTF8: see below */
         kw[n] = o->keyword;
         val[n++] = o->val;
     }
@@ -178,6 +191,13 @@ enum broker_err store_open(const char *conninfo, struct store **out)
              STORE_STATEMENT_TIMEOUT_MS);
     kw[n] = "options";
     val[n++] = options;
+    /* Every text we send is UTF-8, and the audit batch's array literals are only safe if the
+     * server reads exactly the bytes we escaped: under SJIS, BIG5, GBK and the like a UTF-8 byte
+     * followed by our escaping backslash is one character, and a hostile claim could break out of
+     * its element. Pinned here (the startup packet outranks role and database settings) and checked
+     * once connected. */
+    kw[n] = "client_encoding";
+    val[n++] = "UTF8";
     kw[n] = NULL;
     val[n] = NULL;
 
@@ -194,6 +214,8 @@ enum broker_err store_open(const char *conninfo, struct store **out)
         store_fail(st, "connect", NULL);
         goto cleanup;
     }
+    if (!store_utf8(st, "connect"))
+        goto cleanup;
     rc = BROKER_OK;
 cleanup:
     if (rc == BROKER_ERR_NOMEM) {
@@ -235,7 +257,7 @@ enum broker_err store_reconnect(struct store *st)
         store_fail(st, "reconnect", NULL);
         return BROKER_ERR_DB;
     }
-    return BROKER_OK;
+    return store_utf8(st, "reconnect") ? BROKER_OK : BROKER_ERR_DB;
 }
 
 enum broker_err store_ping(struct store *st)

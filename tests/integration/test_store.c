@@ -675,6 +675,45 @@ static void test_audit_batch_text(void **state)
         audit_record_clear(&recs[i]);
 }
 
+/* The session is always UTF8, whatever the connection string, PGCLIENTENCODING or the role's
+ * defaults say: under SJIS the byte 0x81 followed by the array literal's escaping backslash is one
+ * character, so this claim would break out of its element and shift the batch's columns. */
+static void test_client_encoding_pinned(void **state)
+{
+    (void)state;
+    char url[1024];
+    snprintf(url, sizeof(url), "%s%cclient_encoding=SJIS", db_url, strchr(db_url, '?') ? '&' : '?');
+    pg_cmd(g_pg, "ALTER ROLE CURRENT_USER SET client_encoding = 'SJIS'");
+    assert_int_equal(setenv("PGCLIENTENCODING", "SJIS", 1), 0);
+    struct store *st = NULL;
+    enum broker_err rc = store_open(url, &st);
+    unsetenv("PGCLIENTENCODING");
+    pg_cmd(g_pg, "ALTER ROLE CURRENT_USER RESET client_encoding");
+    assert_int_equal(rc, BROKER_OK);
+
+    static const char breakout[] = "\xc4\x81\",forged,tail\xc4\x81\\";
+    struct audit_record a, b;
+    char id1[40], id2[40];
+    snprintf(id1, sizeof(id1), "enc-%d-1", (int)getpid());
+    snprintf(id2, sizeof(id2), "enc-%d-2", (int)getpid());
+    rec_fill(&a, id1, true);
+    rec_fill(&b, id2, false);
+    free(a.subject_sub);
+    a.subject_sub = strdup(breakout);
+    struct audit_record *recs[2] = {&a, &b};
+    assert_int_equal(store_audit_write(st, recs, 2), BROKER_OK);
+    json_t *o = NULL;
+    assert_int_equal(store_audit_get(st, id1, &o), BROKER_OK);
+    assert_string_equal(json_string_value(json_object_get(o, "subject_sub")), breakout);
+    json_decref(o);
+    assert_int_equal(store_audit_get(st, id2, &o), BROKER_OK);
+    assert_string_equal(json_string_value(json_object_get(o, "subject_sub")), "repo:acme/payments:ref:refs/heads/main");
+    json_decref(o);
+    audit_record_clear(&a);
+    audit_record_clear(&b);
+    store_close(st);
+}
+
 /* ---- audit writer ---- */
 
 struct tjob {
@@ -1153,6 +1192,7 @@ int main(void)
         cmocka_unit_test(test_admin_tokens),
         cmocka_unit_test(test_audit_write_get),
         cmocka_unit_test(test_audit_batch_text),
+        cmocka_unit_test(test_client_encoding_pinned),
         cmocka_unit_test_teardown(test_audit_writer_many, writer_teardown),
         cmocka_unit_test_teardown(test_audit_writer_queue_full, writer_teardown),
         cmocka_unit_test_teardown(test_audit_writer_bad_row, writer_teardown),
