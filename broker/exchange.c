@@ -344,25 +344,31 @@ static void mint_and_decide(struct xjob *j);
 
 static void evaluate(struct xjob *j);
 
-static void on_evaluate_later(struct loop_msg *m)
+/* The two stages of the loop's end-of-iteration batch (http_later): verify and evaluate, then
+ * mint. A request whose client reset the stream within the iteration is dropped undecided. */
+static struct xjob *job_still_wanted(struct loop_msg *m)
 {
     struct xjob *j = (struct xjob *)m;
-    if (j->r == NULL) { /* the client reset the stream within this iteration: nothing was decided */
-        job_free(j);
-        return;
-    }
-    evaluate(j);
+    if (j->r != NULL)
+        return j;
+    job_free(j);
+    return NULL;
+}
+
+static void on_evaluate_later(struct loop_msg *m)
+{
+    struct xjob *j = job_still_wanted(m);
+    if (j != NULL)
+        evaluate(j);
 }
 
 static void on_mint_later(struct loop_msg *m)
 {
-    struct xjob *j = (struct xjob *)m;
-    if (j->r == NULL) { /* the client reset the stream within this iteration: nothing was decided */
-        job_free(j);
-        return;
-    }
-    mint_and_decide(j);
+    struct xjob *j = job_still_wanted(m);
+    if (j != NULL)
+        mint_and_decide(j);
 }
+
 static void on_reviewed(void *arg, enum tokenreview_result r);
 
 /* A TokenReview's answer: mint, or deny with an explanation an admin can act on. */

@@ -14,15 +14,8 @@ export BROKER_THREADS=${BROKER_THREADS:-1}
 WORK=$(mktemp -d /tmp/broker-ab.XXXXXX)
 chmod 755 "$WORK"
 . "$ROOT/tests/integration/lib/env.sh"
-cleanup() {
-  [ -n "${PA:-}" ] && broker_stop "$PA"
-  [ -n "${PB:-}" ] && broker_stop "$PB"
-  issuer_stop "$WORK/issuer"
-  pg_stop "$WORK/pg" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 . "$ROOT/tests/bench/lib.sh"
+trap 'bench_cleanup "${PA:-}" "${PB:-}"' EXIT
 bench_setup "$A"
 export BROKER_ISSUER_OVERRIDE=https://broker.ab.invalid  # one audience for both brokers
 BROKER_BIN=$A broker_start a; PA=$BROKER_PID; UA=$BROKER_URL

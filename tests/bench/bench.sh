@@ -12,15 +12,8 @@ NTLS=${BENCH_TLS_N:-2000}      # exchanges (= connections) for tls-new
 WORK=$(mktemp -d /tmp/broker-bench.XXXXXX)
 chmod 755 "$WORK"
 . "$ROOT/tests/integration/lib/env.sh"
-cleanup() {
-  [ -n "${BPID:-}" ] && broker_stop "$BPID"
-  issuer_stop "$WORK/issuer"
-  pg_stop "$WORK/pg" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
 . "$ROOT/tests/bench/lib.sh"
+trap 'bench_cleanup "${BPID:-}"' EXIT
 bench_setup "$BROKER_BIN"
 "$ROOT/tests/tools/mkcert.sh" "$WORK/tls" >/dev/null
 TLS_PORT=$(free_port)

@@ -1,6 +1,14 @@
 # Shared by bench.sh and ab.sh (sourced after tests/integration/lib/env.sh, with WORK set):
 # a throwaway PostgreSQL, a signing key, the local HTTPS issuer and the bench's two documents.
 # Rate limits are switched off (one client address sends everything).
+bench_cleanup() { # BROKER_PID...: stop them, the issuer and PostgreSQL; remove WORK
+  local p
+  for p in "$@"; do [ -n "$p" ] && broker_stop "$p"; done
+  issuer_stop "$WORK/issuer"
+  pg_stop "$WORK/pg" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+
 bench_setup() { # BROKER_BIN
   local bin=$1
   pg_start "$WORK/pg" >/dev/null
