@@ -31,6 +31,7 @@ static struct {
 } w = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static atomic_bool a_db_up;
+static _Thread_local bool held, wake_owed; /* audit_hold on this thread; a wake-up it withheld */
 static atomic_uint_least64_t a_batches, a_rows, a_failures;
 
 static void audit_set_down(bool down)
@@ -270,10 +271,29 @@ enum broker_err audit_submit(struct audit_job *job)
         w.head = job;
     w.tail = job;
     w.depth++;
-    if (w.waiting)
+    if (held)
+        wake_owed = true;
+    else if (w.waiting)
         pthread_cond_signal(&w.wake);
     pthread_mutex_unlock(&w.mu);
     return BROKER_OK;
+}
+
+void audit_hold(void)
+{
+    held = true;
+}
+
+void audit_release(void)
+{
+    held = false;
+    if (!wake_owed)
+        return;
+    wake_owed = false;
+    pthread_mutex_lock(&w.mu);
+    if (w.waiting)
+        pthread_cond_signal(&w.wake);
+    pthread_mutex_unlock(&w.mu);
 }
 
 void audit_stop(void)

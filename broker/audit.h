@@ -29,6 +29,12 @@ enum broker_err audit_start(const char *conninfo) BROKER_WUR;
 enum broker_err audit_submit(struct audit_job *job) BROKER_WUR;
 /* Refuse new jobs, write (or fail) every queued one, join the thread. audit_start may follow. */
 void audit_stop(void);
+/* Between audit_hold and audit_release, audit_submit on this thread queues without waking the
+ * writer; audit_release wakes it once. An event loop holds across its end-of-iteration batch, so
+ * the writer takes the whole burst of decisions in one transaction instead of waking on the first
+ * and leaving the rest for the next round trip. Holds do not nest. */
+void audit_hold(void);
+void audit_release(void);
 
 size_t audit_queue_depth(void);
 /* True while the writer holds a working connection. */

@@ -22,6 +22,7 @@
 #include "exchange.h"
 #include "keys.h"
 #include "verify.h"
+#include "audit.h"
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
@@ -75,12 +76,14 @@ void http_post(struct http_loop *loop, struct loop_msg *m)
 static void on_later(h2o_timeout_entry_t *entry)
 {
     struct http_loop *loop = H2O_STRUCT_FROM_MEMBER(struct http_loop, later_entry, entry);
+    audit_hold(); /* the batch's decisions reach the audit writer as one burst */
     while (!h2o_linklist_is_empty(&loop->later)) {
         struct loop_msg *m = H2O_STRUCT_FROM_MEMBER(struct loop_msg, super.link, loop->later.next);
         h2o_linklist_unlink(&m->super.link);
         m->cb(m); /* may free m; counts itself again first if it defers further */
         atomic_fetch_add(&loop->inflight, -1); /* after: a drain never sees a gap */
     }
+    audit_release();
 }
 
 void http_later(struct http_loop *loop, struct loop_msg *m)

@@ -844,6 +844,38 @@ static void test_audit_writer_many(void **state)
     free(jobs);
 }
 
+/* audit_hold: jobs submitted under a hold do not wake an idle writer; audit_release wakes it
+ * once, and the whole burst is one transaction. */
+static void test_audit_writer_hold(void **state)
+{
+    (void)state;
+    enum { N = 40 };
+    struct tjob *jobs = calloc(N, sizeof(*jobs));
+    for (long i = 0; i < N; i++)
+        tjob_init(&jobs[i], "hold", i);
+    atomic_store(&g_done, 0);
+    assert_int_equal(audit_start(db_url), BROKER_OK);
+    assert_true(wait_up(true, 5000));
+    sleep_ms(50); /* the writer is idle, waiting for work */
+    uint64_t batches0 = audit_batches();
+    audit_hold();
+    for (long i = 0; i < N; i++) {
+        assert_int_equal(audit_submit(&jobs[i].job), BROKER_OK);
+        if (i == 0)
+            sleep_ms(100); /* without the hold the writer would take this one alone */
+    }
+    sleep_ms(100);
+    assert_int_equal(atomic_load(&g_done), 0); /* nothing woke the writer */
+    audit_release();
+    assert_true(wait_done(N, 10000));
+    assert_int_equal(audit_batches() - batches0, 1);
+    audit_release(); /* nothing owed: a no-op */
+    audit_stop();
+    for (long i = 0; i < N; i++)
+        assert_int_equal(jobs[i].job.result, BROKER_OK);
+    free(jobs);
+}
+
 static sem_t g_entered, g_release;
 
 static void on_done_block(struct audit_job *j)
@@ -1194,6 +1226,7 @@ int main(void)
         cmocka_unit_test(test_audit_batch_text),
         cmocka_unit_test(test_client_encoding_pinned),
         cmocka_unit_test_teardown(test_audit_writer_many, writer_teardown),
+        cmocka_unit_test_teardown(test_audit_writer_hold, writer_teardown),
         cmocka_unit_test_teardown(test_audit_writer_queue_full, writer_teardown),
         cmocka_unit_test_teardown(test_audit_writer_bad_row, writer_teardown),
         cmocka_unit_test_teardown(test_audit_writer_pg_kill, writer_teardown),
