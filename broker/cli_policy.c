@@ -146,6 +146,30 @@ out:
     return rc;
 }
 
+/* The issuers the linter sees: the stored ones give context to the incoming identities, and an
+ * incoming issuer replaces the stored one of its name (else re-applying a set would report each
+ * of its issuers as a duplicate of itself). NULL when out of memory. */
+static json_t *lint_context(const json_t *stored, const json_t *incoming)
+{
+    json_t *ctx = json_array();
+    size_t i, k;
+    const json_t *s, *in;
+    json_array_foreach(stored, i, s) {
+        bool replaced = false;
+        json_array_foreach(incoming, k, in)
+            replaced = replaced || json_equal(json_object_get(in, "issuer"), json_object_get(s, "issuer"));
+        if (!replaced && ctx != NULL && json_array_append(ctx, (json_t *)s) != 0) {
+            json_decref(ctx);
+            return NULL;
+        }
+    }
+    if (ctx != NULL && json_array_extend(ctx, (json_t *)incoming) != 0) {
+        json_decref(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
 static int apply(int argc, char **argv)
 {
     bool prune = false, dry_run = false;
@@ -201,8 +225,7 @@ static int apply(int argc, char **argv)
     /* the linter's findings are warnings here: `broker policy lint` is the gate that fails */
     json_t *st_iss = NULL, *st_ids = NULL;
     if (store_load_documents(st, &st_iss, &st_ids) == BROKER_OK) {
-        json_t *ctx = json_copy(st_iss); /* stored issuers give context to the incoming identities */
-        json_array_extend(ctx, docs.issuers);
+        json_t *ctx = lint_context(st_iss, docs.issuers);
         struct lint_report lint = {0};
         if (ctx != NULL && lint_documents(ctx, docs.identities, &lint) == BROKER_OK)
             for (size_t k = 0; k < lint.n; k++) {

@@ -72,6 +72,8 @@ JSON
 done
 t_check "policy apply stores the documents" "$BROKER_BIN" policy apply "$WORK/policies"
 t_match "policy apply again changes nothing" "^(unchanged [a-z]+ [a-z0-9-]+\s*)+$" "$("$BROKER_BIN" policy apply "$WORK/policies")"
+t_eq "policy apply again: no finding calls a stored issuer a duplicate of itself" 0 \
+  "$("$BROKER_BIN" policy apply "$WORK/policies" 2>&1 >/dev/null | grep -c 'already used')"
 echo '{"identity": "bad", "scopes": [], "audiences": ["x"], "trust": [{"name": "p", "issuer": "test"}]}' >"$WORK/bad.json"
 t_check "policy apply refuses a policy binding neither subject nor claims" bash -c "! '$BROKER_BIN' policy apply '$WORK/bad.json' 2>/dev/null"
 ADMIN=$("$BROKER_BIN" admin-token create --name ci)
