@@ -46,9 +46,11 @@ enum broker_err http_serve(const struct config *cfg, const struct http_route *ro
 
 void http_post(struct http_loop *loop, struct loop_msg *m);
 /* On the loop thread: run m at the end of this loop iteration, after every request read in it
- * has been handled, together with the others queued so (FIFO). Exchanges queue their signing
- * step this way, so the signs of one iteration run back to back with P-256's tables still in
- * cache instead of each one between two requests' parsing and verifying. */
+ * has been handled, together with the others queued so (FIFO; a callback may queue again, and
+ * that runs in the same pass). m counts as in flight until its callback returns, and the audit
+ * writer's wake-up is held across the pass (audit_hold), so the pass's decisions are one batch.
+ * Exchanges queue verification, then signing, this way: an iteration's RSA verifications run back
+ * to back, then its P-256 signs, with their tables still in cache. */
 void http_later(struct http_loop *loop, struct loop_msg *m);
 bool http_draining(void);
 uint64_t http_now_us(void);     /* monotonic */

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <curl/curl.h>
 #include "issuers.h"
+#include "clock.h"
 #include "issuers_fetch.h"
 #include "log.h"
 
@@ -72,13 +73,6 @@ static pthread_t threads[ISSUERS_THREADS];
 static size_t nthreads;
 static bool running, stopping, curl_inited;
 static atomic_bool aborting;                /* makes in-flight transfers give up at stop */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int64_t wall_s(void)
 {
@@ -362,7 +356,7 @@ enum broker_err issuers_sync(const struct policy_set *set, char *err, size_t err
 
     pthread_once(&cv_once, cv_init);
     pthread_mutex_lock(&mu);
-    int64_t now = now_ms();
+    int64_t now = clock_mono_ms();
     for (size_t i = 0; i < n; i++) {
         struct issuer_entry *f = nv[i], *old = find_locked(f->url);
         if (old == NULL) {
@@ -473,7 +467,7 @@ static struct waiter *complete_locked(struct issuer_entry *e, const struct fetch
          * and will answer the waiters (a now-static issuer answered them at sync) */
         return NULL;
     }
-    int64_t now = now_ms();
+    int64_t now = clock_mono_ms();
     e->counts[r]++;
     e->last_result = (int)r;
     if (r == ISSUERS_FETCH_OK) {
@@ -555,7 +549,7 @@ static void *worker_main(void *arg)
             pthread_mutex_lock(&mu);
             continue;
         }
-        int64_t now = now_ms(), next = now + ISSUERS_IDLE_WAIT_MS;
+        int64_t now = clock_mono_ms(), next = now + ISSUERS_IDLE_WAIT_MS;
         struct issuer_entry *pick = NULL;
         for (size_t i = 0; i < nentries; i++) {
             struct issuer_entry *e = entries[i];
@@ -690,7 +684,7 @@ bool issuers_refetch(const char *url, void (*cb)(void *arg, bool changed), void 
     pthread_mutex_lock(&mu);
     struct issuer_entry *e = running && !stopping ? find_locked(url) : NULL;
     if (e != NULL && !e->is_static) {
-        int64_t now = now_ms();
+        int64_t now = clock_mono_ms();
         bool pending = e->in_flight || e->waiters != NULL; /* join it: single flight */
         if (pending || !e->refetched || now - e->last_refetch_ms >= (int64_t)BROKER_JWKS_REFETCH_COOLDOWN_S * 1000) {
             if (!pending) {
@@ -737,7 +731,7 @@ bool issuers_status(const char *url, struct issuer_status *out)
         out->last_result = e->last_result >= 0 ? issuers_fetch_result_name(e->last_result) : NULL;
         out->refresh_s = e->refresh_s;
         if (!e->is_static)
-            out->next_fetch_at = wall_s() + (e->due_ms - now_ms()) / 1000;
+            out->next_fetch_at = wall_s() + (e->due_ms - clock_mono_ms()) / 1000;
     }
     pthread_mutex_unlock(&mu);
     return e != NULL;
@@ -826,7 +820,7 @@ size_t issuers_metrics(char *out, size_t cap)
     mb_line(&m, "# HELP broker_jwks_next_refresh_seconds Seconds until the issuer's next scheduled key fetch "
                 "(Cache-Control max-age within bounds, or the failure back-off).\n"
                 "# TYPE broker_jwks_next_refresh_seconds gauge\n");
-    int64_t mono = now_ms();
+    int64_t mono = clock_mono_ms();
     for (size_t i = 0; i < nentries; i++) {
         const struct issuer_entry *e = entries[i];
         if (e->is_static)

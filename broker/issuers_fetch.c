@@ -14,6 +14,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include "bounds.h"
+#include "clock.h"
 #include "issuers_fetch.h"
 #include "bearer.h"
 #include "curlx.h"
@@ -42,13 +43,6 @@ static const char *const result_names[ISSUERS_FETCH__COUNT] = {
 const char *issuers_fetch_result_name(enum issuers_fetch_result r)
 {
     return (unsigned)r < ISSUERS_FETCH__COUNT ? result_names[r] : "unknown";
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 struct body {
@@ -401,7 +395,7 @@ static enum issuers_fetch_result classify(CURLcode c, const struct body *b)
 static enum issuers_fetch_result http_get(CURL *h, const char *url, struct curl_slist *headers, int64_t deadline_ms,
                                           struct body *b, long *status)
 {
-    int64_t left = deadline_ms - now_ms();
+    int64_t left = deadline_ms - clock_mono_ms();
     *status = 0;
     if (left <= 0)
         return ISSUERS_FETCH_TIMEOUT;
@@ -468,7 +462,7 @@ enum issuers_fetch_result issuers_fetch_from(const struct issuers_fetch_src *src
                                              struct issuers_fetch_out *out)
 {
     enum issuers_fetch_result r = ISSUERS_FETCH_INTERNAL;
-    int64_t deadline = now_ms() + BROKER_JWKS_FETCH_TIMEOUT_MS; /* discovery and JWKS together */
+    int64_t deadline = clock_mono_ms() + BROKER_JWKS_FETCH_TIMEOUT_MS; /* discovery and JWKS together */
     struct body *b = calloc(1, sizeof(*b));
     char *disc = NULL, *found = NULL, *auth = NULL;
     struct curl_slist auth_list = {0}; /* on the stack: the token is wiped by bearer_free alone */

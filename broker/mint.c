@@ -106,14 +106,7 @@ size_t mint_json_escape(const char *s, char *out, size_t cap)
     return o;
 }
 
-/* A bounded append-only buffer; once anything fails to fit, every later append is a no-op. */
-struct mint_buf {
-    char *p;
-    size_t len, cap;
-    bool failed;
-};
-
-static void mint_raw(struct mint_buf *b, const char *s, size_t n)
+void mint_raw(struct mint_buf *b, const char *s, size_t n)
 {
     if (b->failed || b->cap - b->len < n) {
         b->failed = true;
@@ -123,9 +116,7 @@ static void mint_raw(struct mint_buf *b, const char *s, size_t n)
     b->len += n;
 }
 
-#define MINT_LIT(b, lit) mint_raw((b), (lit), sizeof(lit) - 1)
-
-static void mint_str(struct mint_buf *b, const char *s)
+void mint_str(struct mint_buf *b, const char *s)
 {
     size_t n;
     if (b->failed)
@@ -136,7 +127,7 @@ static void mint_str(struct mint_buf *b, const char *s)
     b->len += n;
 }
 
-static void mint_int(struct mint_buf *b, int64_t v)
+void mint_int(struct mint_buf *b, int64_t v)
 {
     char tmp[DEC_I64_MAX];
     mint_raw(b, tmp, dec_i64(v, tmp));

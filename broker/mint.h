@@ -1,6 +1,7 @@
 /* Builds RFC 9068 JWT access tokens. Pure apart from signing and the random jti. */
 #ifndef BROKER_MINT_H
 #define BROKER_MINT_H
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <jansson.h>
@@ -31,6 +32,21 @@ struct mint_input {
  * caller or policy bugs, never the client's. On error out and jti_out are empty strings. */
 enum broker_err mint_token(const struct signing_key *key, const struct mint_input *in, char *out, size_t cap,
                            size_t *out_len, char jti_out[48]) BROKER_WUR;
+
+/* A bounded append-only JSON text writer (the token's header and claims, and the exchange's
+ * answer): once anything fails to fit, or a string is not UTF-8, every later append is a no-op
+ * and failed stays set. Initialise as {buf, 0, cap, false}. */
+struct mint_buf {
+    char *p;
+    size_t len, cap;
+    bool failed;
+};
+void mint_raw(struct mint_buf *b, const char *s, size_t n);
+#define MINT_LIT(b, lit) mint_raw((b), (lit), sizeof(lit) - 1)
+/* s as a JSON string literal (mint_json_escape). */
+void mint_str(struct mint_buf *b, const char *s);
+/* v in decimal. */
+void mint_int(struct mint_buf *b, int64_t v);
 
 /* Writes s as a complete JSON string literal, WITH the surrounding quotes, into out (no NUL):
  * '"' and '\\' backslash-escaped, control characters as \u00XX, UTF-8 passed through.

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 #include "bounds.h"
+#include "clock.h"
 
 #define REVOKED_MIN_CAP 64 /* a power of two */
 
@@ -227,13 +228,6 @@ size_t revoked_count(void)
     return n;
 }
 
-int64_t revoked_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 bool revoked_fresh(int64_t synced, int64_t now_ms)
 {
     if (synced == REVOKED_NEVER)
@@ -251,7 +245,7 @@ void revoked_mark_synced(int64_t now_ms)
 
 void revoked_mark_loaded(void)
 {
-    revoked_mark_synced(revoked_now_ms());
+    revoked_mark_synced(clock_mono_ms());
 }
 
 bool revoked_loaded_at(int64_t now_ms)
@@ -261,12 +255,12 @@ bool revoked_loaded_at(int64_t now_ms)
 
 bool revoked_loaded(void)
 {
-    return revoked_loaded_at(revoked_now_ms());
+    return revoked_loaded_at(clock_mono_ms());
 }
 
 int64_t revoked_sync_age_ms(void)
 {
-    int64_t synced = atomic_load(&synced_ms), now_ms = revoked_now_ms();
+    int64_t synced = atomic_load(&synced_ms), now_ms = clock_mono_ms();
     if (synced == REVOKED_NEVER)
         return -1;
     return now_ms > synced ? now_ms - synced : 0;

@@ -42,14 +42,12 @@ size_t revoked_count(void);
  * synced more than BROKER_REVOKED_MAX_STALE_MS ago, cannot judge a Broker token: callers fail
  * closed (NOT_READY), because revocations made on other replicas may be missing from it. */
 #define REVOKED_NEVER INT64_MIN
-/* CLOCK_MONOTONIC in milliseconds. */
-int64_t revoked_now_ms(void);
 /* Pure rule: a set last synced at synced_ms (REVOKED_NEVER: not yet) is usable at now_ms. A stamp
  * later than now_ms (a sync finished after the caller read the clock) counts as fresh. */
 bool revoked_fresh(int64_t synced_ms, int64_t now_ms);
 /* A complete sync round finished at now_ms (monotonic); a stamp older than the current one is ignored. */
 void revoked_mark_synced(int64_t now_ms);
-/* revoked_mark_synced(revoked_now_ms()). */
+/* revoked_mark_synced(clock_mono_ms()). */
 void revoked_mark_loaded(void);
 /* The process-wide set is usable at now_ms / now: synced at least once and not stale. */
 bool revoked_loaded_at(int64_t now_ms);

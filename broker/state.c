@@ -10,6 +10,7 @@
 #include "idlimit.h"
 #include "issuers.h"
 #include "log.h"
+#include "clock.h"
 #include "revoked.h"
 #include "store.h"
 
@@ -211,7 +212,7 @@ static int recent_window_s(int64_t now_ms)
 static void sync_revocations(struct store *st)
 {
     int rows = 0;
-    int64_t start_ms = revoked_now_ms(); /* what the round saw is at least this fresh */
+    int64_t start_ms = clock_mono_ms(); /* what the round saw is at least this fresh */
     enum broker_err e = st != NULL ? BROKER_OK : BROKER_ERR_DB;
     while (e == BROKER_OK) {
         e = store_revoke_list(st, revoke_seq, REVOKE_PAGE, on_revocation, NULL, &revoke_seq, &rows);

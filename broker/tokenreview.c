@@ -20,6 +20,7 @@
 #include "bearer.h"
 #include "curlx.h"
 #include "bounds.h"
+#include "clock.h"
 #include "jwt.h"
 #include "log.h"
 
@@ -71,13 +72,6 @@ static int64_t now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts); /* compared with the token's exp */
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts); /* queue ages: immune to clock steps */
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -286,7 +280,7 @@ struct review {
     char *token;            /* wiped before free */
     size_t token_len;
     int64_t exp, cache_s;
-    int64_t enqueued_ms;    /* mono_ms() when queued: see review_stale */
+    int64_t enqueued_ms;    /* clock_mono_ms() when queued: see review_stale */
     bool running;
     struct waiter *waiters;
 };
@@ -431,7 +425,7 @@ static void *worker_main(void *unused)
         long status = 0;
         int64_t t0 = now_ms();
         /* joined waiters share the review's age: they wait behind the same queue */
-        bool stale = review_stale(rv->enqueued_ms, mono_ms());
+        bool stale = review_stale(rv->enqueued_ms, clock_mono_ms());
         enum tokenreview_result r = stale       ? TOKENREVIEW_ERR_TIMEOUT
                                     : h != NULL ? review_perform(h, rv, &status)
                                                 : TOKENREVIEW_ERR_INTERNAL;
@@ -585,7 +579,7 @@ bool tokenreview_check(const struct tokenreview_request *rq, enum tokenreview_re
     if (!async && running && !stopping && npending < BROKER_TOKEN_REVIEW_QUEUE_MAX &&
         (rv = review_new(rq, key)) != NULL) {
         rv->waiters = w;
-        rv->enqueued_ms = mono_ms();
+        rv->enqueued_ms = clock_mono_ms();
         w = NULL;
         struct review **pp = &pending;
         while (*pp != NULL)

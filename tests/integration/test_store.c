@@ -742,6 +742,16 @@ static void tjob_init(struct tjob *t, const char *prefix, long i)
     t->job.done = on_done;
 }
 
+/* n jobs named PREFIX-PID-I; the caller frees the array */
+static struct tjob *tjobs_new(const char *prefix, long n)
+{
+    struct tjob *jobs = calloc((size_t)n, sizeof(*jobs));
+    assert_non_null(jobs);
+    for (long i = 0; i < n; i++)
+        tjob_init(&jobs[i], prefix, i);
+    return jobs;
+}
+
 static bool wait_done(long target, int timeout_ms)
 {
     int64_t end = now_ns() + (int64_t)timeout_ms * 1000000;
@@ -809,11 +819,9 @@ static void test_audit_writer_many(void **state)
 {
     (void)state;
     enum { N = 10000, T = 4 };
-    struct tjob *jobs = calloc(N, sizeof(*jobs));
+    struct tjob *jobs = tjobs_new("many", N);
     struct producer prod[T];
     pthread_t th[T];
-    for (long i = 0; i < N; i++)
-        tjob_init(&jobs[i], "many", i);
     atomic_store(&g_done, 0);
     uint64_t rows0 = audit_rows(), batches0 = audit_batches();
     assert_int_equal(audit_start(db_url), BROKER_OK);
@@ -850,9 +858,7 @@ static void test_audit_writer_hold(void **state)
 {
     (void)state;
     enum { N = 40 };
-    struct tjob *jobs = calloc(N, sizeof(*jobs));
-    for (long i = 0; i < N; i++)
-        tjob_init(&jobs[i], "hold", i);
+    struct tjob *jobs = tjobs_new("hold", N);
     atomic_store(&g_done, 0);
     assert_int_equal(audit_start(db_url), BROKER_OK);
     assert_true(wait_up(true, 5000));
@@ -890,9 +896,7 @@ static void test_audit_writer_queue_full(void **state)
 {
     (void)state;
     enum { N = BROKER_AUDIT_QUEUE_MAX + 2 };
-    struct tjob *jobs = calloc(N, sizeof(*jobs));
-    for (long i = 0; i < N; i++)
-        tjob_init(&jobs[i], "full", i);
+    struct tjob *jobs = tjobs_new("full", N);
     jobs[0].job.done = on_done_block;
     sem_init(&g_entered, 0, 0);
     sem_init(&g_release, 0, 0);
@@ -928,9 +932,7 @@ static void test_audit_writer_bad_row(void **state)
 {
     (void)state;
     enum { N = 64 };
-    struct tjob *jobs = calloc(N, sizeof(*jobs));
-    for (long i = 0; i < N; i++)
-        tjob_init(&jobs[i], "badrow", i);
+    struct tjob *jobs = tjobs_new("badrow", N);
     free(jobs[N / 2].job.rec.explanation);
     jobs[N / 2].job.rec.explanation = strdup("not json");
     atomic_store(&g_done, 0);
@@ -964,9 +966,7 @@ static void test_audit_writer_pg_kill(void **state)
     if (!getenv("BROKER_TEST_PG_DIR") || !getenv("BROKER_TEST_PG_LIB"))
         fail_msg("BROKER_TEST_PG_DIR / BROKER_TEST_PG_LIB not set (run test_store.sh)");
     enum { N = 20000 };
-    struct tjob *jobs = calloc(N, sizeof(*jobs));
-    for (long i = 0; i < N; i++)
-        tjob_init(&jobs[i], "kill", i);
+    struct tjob *jobs = tjobs_new("kill", N);
     atomic_store(&g_done, 0);
     assert_int_equal(audit_start(db_url), BROKER_OK);
     assert_true(wait_up(true, 5000));

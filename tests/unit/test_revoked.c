@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include "bounds.h"
+#include "clock.h"
 #include "revoked.h"
 
 static bool has(const struct revoked_set *s, const char *jti)
@@ -187,7 +188,7 @@ static void test_global_staleness(void **state)
     assert_false(revoked_loaded_at(t + 2 * max + 501));
     /* the real clock: just synced is loaded, a stamp older than the bound is not */
     assert_int_equal(revoked_init(), BROKER_OK);
-    int64_t now = revoked_now_ms();
+    int64_t now = clock_mono_ms();
     revoked_mark_synced(now - max - 1000);
     assert_false(revoked_loaded());
     int64_t age = revoked_sync_age_ms();
@@ -212,7 +213,7 @@ static void test_metrics(void **state)
     assert_non_null(strstr(buf, "# TYPE broker_revocations_sync_age_seconds gauge\n"));
     assert_non_null(strstr(buf, "\nbroker_revocations 0\n"));
     assert_int_equal(revoked_add("a", 1, 100), BROKER_OK);
-    revoked_mark_synced(revoked_now_ms() - 7000);
+    revoked_mark_synced(clock_mono_ms() - 7000);
     n = revoked_metrics(buf, sizeof(buf));
     assert_true(n > 0);
     const char *v = strstr(buf, "\nbroker_revocations_sync_age_seconds ");
