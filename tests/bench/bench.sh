@@ -3,11 +3,12 @@
 # One line per scenario:
 #   bench: scenario=NAME exchanges_per_s=N cpu_us_per_exchange=N floor_us=N ratio=N p50_ms=N p99_ms=N errors=N
 # cpu_us_per_exchange: the broker process's user+system CPU / exchanges (from /proc/PID/stat).
-# floor_us: one RSA-2048 verify + one P-256 sign, measured by `openssl speed` in this run.
+# floor_us: one RSA-2048 verify + one P-256 sign, measured by `openssl speed` in this run, around
+# the scenario's slices (see floor_sample below).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BROKER_BIN=${1:-$ROOT/build/broker}
-N=${BENCH_N:-30000}            # exchanges for h2c-reuse
+N=${BENCH_N:-30000}            # exchanges for h2c-reuse, in BENCH_SLICES (4) slices
 NTLS=${BENCH_TLS_N:-2000}      # exchanges (= connections) for tls-new
 WORK=$(mktemp -d /tmp/broker-bench.XXXXXX)
 chmod 755 "$WORK"
@@ -24,14 +25,22 @@ bench_body "$BROKER_URL"
 h2load -n 200 -c 2 -m 4 -d "$WORK/body" -H 'content-type: application/x-www-form-urlencoded' "$BROKER_URL/v1/token" >/dev/null
 
 # floor: openssl speed (single core), µs per RSA-2048 verify + P-256 sign. This machine's speed
-# drifts by ±10 % from minute to minute, so the floor is measured before and after the scenarios
-# and averaged (the ratios are printed after the second measurement).
-floor_once() {
+# drifts by ±10-20 % from minute to minute, and the broker's CPU per exchange drifts with it, so
+# the scenarios run in slices with a floor sample before and after each one: F S F S F ... F.
+# A scenario's floor is the mean of the samples around its slices; its CPU, exchanges and
+# latencies are summed over its slices.
+floor_once() { # prints "verify_us sign_us"
   local speed
-  speed=$(openssl speed -seconds 2 rsa2048 ecdsap256 2>/dev/null)
-  awk '/^rsa 2048 bits/{v=$7} /256 bits ecdsa \(nistp256\)/{s=$7} END{print v, s}' <<<"$speed"
+  speed=$(openssl speed -seconds 1 rsa2048 ecdsap256 2>/dev/null)
+  awk '/^rsa 2048 bits/{v=$7} /256 bits ecdsa \(nistp256\)/{s=$7} END{printf "%.3f %.3f\n", 1e6 / v, 1e6 / s}' <<<"$speed"
 }
-read -r rsa_v ec_s < <(floor_once)
+FLOOR_V=() FLOOR_S=()
+floor_sample() { local v s; read -r v s < <(floor_once); FLOOR_V+=("$v"); FLOOR_S+=("$s"); }
+floor_mean() { # FIRST LAST (sample indexes): prints "verify_us sign_us" over FLOOR_V/FLOOR_S[FIRST..LAST]
+  local i v=0 s=0
+  for ((i = $1; i <= $2; i++)); do v="$v + ${FLOOR_V[i]}"; s="$s + ${FLOOR_S[i]}"; done
+  awk -v n=$(($2 - $1 + 1)) "BEGIN{printf \"%.3f %.3f\\n\", ($v) / n, ($s) / n}"
+}
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$BPID/stat"; }
 # CPU ticks per kind of thread (names set by the broker: broker-loopN, broker-audit, others)
@@ -46,49 +55,61 @@ thread_ticks() {
 }
 HZ=$(getconf CLK_TCK)
 
-run() { # NAME EXCHANGES h2load-args...
+# slice NAME EXCHANGES h2load-args...: one h2load run; appends "ticks ok n seconds loop audit other"
+# to $WORK/NAME.acc and its per-request log to $WORK/NAME.log
+slice() {
   local name=$1 n=$2; shift 2
-  local t0 t1 out
+  local t0 t1 out rps ok
   rm -f "$WORK/h2load.log"
   t0=$(cpu_ticks)
   read -r l0 a0 o0 < <(thread_ticks)
   out=$(h2load "$@" --log-file="$WORK/h2load.log" -d "$WORK/body" -H 'content-type: application/x-www-form-urlencoded' 2>&1)
   t1=$(cpu_ticks)
   read -r l1 a1 o1 < <(thread_ticks)
-  SHARES+=("$name $((l1 - l0)) $((a1 - a0)) $((o1 - o0))")
-  local rps ok errs
   rps=$(awk '/^finished in/{gsub(",","",$4); print $4}' <<<"$out")
   ok=$(awk '$2==200' "$WORK/h2load.log" | wc -l)
-  errs=$((n - ok))
-  # per-request latency (µs) is the 3rd column of h2load's log
-  read -r p50 p99 < <(awk '{print $3}' "$WORK/h2load.log" | sort -n | awk '{a[NR]=$1} END{printf "%.2f %.2f\n", a[int(NR*0.5)]/1000, a[int(NR*0.99)]/1000}')
-  local cpu
-  cpu=$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="$ok" 'BEGIN{ if (n == 0) print 0; else printf "%.1f", d * 1e6 / hz / n }')
-  RESULTS+=("$name ${rps%.*} $cpu $p50 $p99 $errs")
+  cat "$WORK/h2load.log" >>"$WORK/$name.log"
+  echo "$((t1 - t0)) $ok $n $(awk -v n="$n" -v r="$rps" 'BEGIN{print (r > 0) ? n / r : 0}') $((l1 - l0)) $((a1 - a0)) $((o1 - o0))" >>"$WORK/$name.acc"
 }
-RESULTS=() SHARES=()
 
+# report NAME FLOOR_FIRST FLOOR_LAST: the scenario's line
+report() {
+  local name=$1 fv fs p50 p99
+  read -r fv fs < <(floor_mean "$2" "$3")
+  # per-request latency (µs) is the 3rd column of h2load's log
+  read -r p50 p99 < <(awk '{print $3}' "$WORK/$name.log" | sort -n | awk '{a[NR]=$1} END{printf "%.2f %.2f\n", a[int(NR*0.5)]/1000, a[int(NR*0.99)]/1000}')
+  awk -v name="$name" -v hz="$HZ" -v floor="$(awk -v a="$fv" -v b="$fs" 'BEGIN{print a + b}')" -v p50="$p50" -v p99="$p99" '
+    { t += $1; ok += $2; n += $3; sec += $4 }
+    END { cpu = ok ? t * 1e6 / hz / ok : 0
+      printf "bench: scenario=%s exchanges_per_s=%d cpu_us_per_exchange=%.1f floor_us=%.1f ratio=%.2f p50_ms=%s p99_ms=%s errors=%d\n",
+        name, sec ? ok / sec : 0, cpu, floor, cpu / floor, p50, p99, n - ok }' "$WORK/$name.acc"
+}
+shares() { # NAME: where the scenario's broker CPU went, by thread
+  awk -v name="$1" '{ l += $5; a += $6; o += $7 } END { t = l + a + o; if (t > 0)
+    printf "bench: cpu_by_thread scenario=%s loops=%.0f%% audit_writer=%.0f%% other=%.0f%%\n", name, 100*l/t, 100*a/t, 100*o/t }' "$WORK/$1.acc"
+}
+
+SLICES=${BENCH_SLICES:-4}
 # BENCH_PERF=FILE records a CPU profile of the broker during h2c-reuse (perf record -g)
 [ -n "${BENCH_PERF:-}" ] && { perf record ${BENCH_PERF_ARGS:--g} -o "$BENCH_PERF" -p "$BPID" >/dev/null 2>&1 & PERFPID=$!; sleep 0.5; }
-run h2c-reuse "$N" -n "$N" -c 8 -m 16 "$BROKER_URL/v1/token"
+floor_sample
+for ((k = 0; k < SLICES; k++)); do
+  slice h2c-reuse "$((N / SLICES))" -n "$((N / SLICES))" -c 8 -m 16 "$BROKER_URL/v1/token"
+  floor_sample
+done
 [ -n "${BENCH_PERF:-}" ] && { kill -INT "$PERFPID"; wait "$PERFPID" 2>/dev/null || true; }
 [ -n "${BENCH_PERF_TLS:-}" ] && { perf record -g -o "$BENCH_PERF_TLS" -p "$BPID" >/dev/null 2>&1 & PERFPID=$!; sleep 0.5; }
-run tls-new "$NTLS" -n "$NTLS" -c "$NTLS" -m 1 "https://127.0.0.1:$TLS_PORT/v1/token"
+slice tls-new "$NTLS" -n "$NTLS" -c "$NTLS" -m 1 "https://127.0.0.1:$TLS_PORT/v1/token"
 [ -n "${BENCH_PERF_TLS:-}" ] && { kill -INT "$PERFPID"; wait "$PERFPID" 2>/dev/null || true; }
-read -r rsa_v2 ec_s2 < <(floor_once)
-rsa_v=$(awk -v a="$rsa_v" -v b="$rsa_v2" 'BEGIN{print (a + b) / 2}')
-ec_s=$(awk -v a="$ec_s" -v b="$ec_s2" 'BEGIN{print (a + b) / 2}')
-FLOOR=$(awk -v a="$rsa_v" -v b="$ec_s" 'BEGIN{printf "%.1f", 1e6/a + 1e6/b}')
-for r in "${RESULTS[@]}"; do
-  read -r name rps cpu p50 p99 errs <<<"$r"
-  ratio=$(awk -v c="$cpu" -v f="$FLOOR" 'BEGIN{printf "%.2f", c / f}')
-  echo "bench: scenario=$name exchanges_per_s=$rps cpu_us_per_exchange=$cpu floor_us=$FLOOR ratio=$ratio p50_ms=$p50 p99_ms=$p99 errors=$errs"
-done
-for r in "${SHARES[@]}"; do  # where the broker's CPU went, by thread
-  read -r name l a o <<<"$r"
-  awk -v n="$name" -v l="$l" -v a="$a" -v o="$o" 'BEGIN { t = l + a + o; if (t > 0)
-    printf "bench: cpu_by_thread scenario=%s loops=%.0f%% audit_writer=%.0f%% other=%.0f%%\n", n, 100*l/t, 100*a/t, 100*o/t }'
-done
+floor_sample
+report h2c-reuse 0 "$SLICES"
+report tls-new "$SLICES" "$((SLICES + 1))"
+shares h2c-reuse
+shares tls-new
+# the floor samples themselves, in order: how much the machine drifted during this run
+awk -v v="${FLOOR_V[*]}" -v s="${FLOOR_S[*]}" 'BEGIN { n = split(v, a, " "); split(s, b, " "); lo = hi = a[1] + b[1]
+  for (i = 1; i <= n; i++) { f = a[i] + b[i]; lst = lst sprintf("%s%.1f", i > 1 ? "," : "", f); if (f < lo) lo = f; if (f > hi) hi = f }
+  printf "bench: floor_samples_us=%s spread=%.0f%%\n", lst, 100 * (hi - lo) / lo }'
 resumed=$(
   sleep 1 | openssl s_client -connect "127.0.0.1:$TLS_PORT" -CAfile "$WORK/tls/ca.pem" -sess_out "$WORK/sess" >/dev/null 2>&1
   openssl s_client -connect "127.0.0.1:$TLS_PORT" -CAfile "$WORK/tls/ca.pem" -sess_in "$WORK/sess" </dev/null 2>/dev/null | grep -c '^Reused')
@@ -106,7 +127,8 @@ prof() { curl -fsS "$BROKER_URL/metrics" | awk '/^broker_crypto_(cpu_seconds|ops
 p0=$(prof)
 h2load -n "$((N / 3))" -c 8 -m 16 -d "$WORK/body" -H 'content-type: application/x-www-form-urlencoded' "$BROKER_URL/v1/token" >/dev/null
 p1=$(prof)
-awk -v rsa="$rsa_v" -v ec="$ec_s" -v a="$p0" -v b="$p1" 'BEGIN {
+read -r all_v all_s < <(floor_mean 0 $((${#FLOOR_V[@]} - 1)))
+awk -v fv="$all_v" -v fs="$all_s" -v a="$p0" -v b="$p1" 'BEGIN {
   n = split(a, x, "\n"); for (i = 1; i <= n; i++) { split(x[i], f, " "); v0[f[1]] = f[2] }
   n = split(b, x, "\n"); for (i = 1; i <= n; i++) { split(x[i], f, " "); v1[f[1]] = f[2] }
   vs = v1["broker_crypto_cpu_seconds_total{op=\"verify\"}"] - v0["broker_crypto_cpu_seconds_total{op=\"verify\"}"]
@@ -114,6 +136,6 @@ awk -v rsa="$rsa_v" -v ec="$ec_s" -v a="$p0" -v b="$p1" 'BEGIN {
   ss = v1["broker_crypto_cpu_seconds_total{op=\"sign\"}"] - v0["broker_crypto_cpu_seconds_total{op=\"sign\"}"]
   sn = v1["broker_crypto_ops_total{op=\"sign\"}"] - v0["broker_crypto_ops_total{op=\"sign\"}"]
   if (vn == 0 || sn == 0) { print "bench: crypto_in_process unavailable"; exit }
-  iv = vs * 1e6 / vn; is = ss * 1e6 / sn; fv = 1e6 / rsa; fs = 1e6 / ec
+  iv = vs * 1e6 / vn; is = ss * 1e6 / sn
   printf "bench: crypto_in_process verify_us=%.1f sign_us=%.1f floor_verify_us=%.1f floor_sign_us=%.1f in_process_over_floor=%.2f\n", iv, is, fv, fs, (iv + is) / (fv + fs)
 }'
