@@ -43,6 +43,7 @@ static const char *const names[BROKER_ERR__COUNT] = {
     [BROKER_ERR_TOKEN_REVIEW_DENIED] = "token_review_denied",
     [BROKER_ERR_TOKEN_REVIEW_UNAVAILABLE] = "token_review_unavailable",
     [BROKER_ERR_TOKEN_REVOKED] = "revoked",
+    [BROKER_ERR_CLAIM_TOO_LONG] = "claim_too_long",
 };
 
 const char *broker_strerror(enum broker_err e)

@@ -60,6 +60,7 @@ enum broker_err {
     BROKER_ERR_TOKEN_REVIEW_UNAVAILABLE, /* the review could not be made: denied, fail closed */
 
     BROKER_ERR_TOKEN_REVOKED,       /* a Broker-minted token revoked through POST /v1/revoke */
+    BROKER_ERR_CLAIM_TOO_LONG,      /* a claim copied by claim_mappings does not fit the access token */
 
     BROKER_ERR__COUNT
 };

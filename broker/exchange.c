@@ -54,6 +54,7 @@ static const struct error_map errors[BROKER_ERR__COUNT] = {
     [BROKER_ERR_BAD_CLAIM] = {400, "invalid_grant", "subject_token has a malformed registered claim"},
     [BROKER_ERR_WRONG_AUDIENCE] = {400, "invalid_grant", "subject_token audience is not accepted"},
     [BROKER_ERR_REPLAY] = {400, "invalid_grant", "subject_token has already been used"},
+    [BROKER_ERR_CLAIM_TOO_LONG] = {400, "invalid_grant", "a claim of subject_token is too long to copy into the access token"},
     [BROKER_ERR_NO_MATCH] = {400, "invalid_grant", "no trust policy matches the subject token"},
     [BROKER_ERR_RATE_LIMITED] = {429, "rate_limited", "the identity's exchange rate limit is exceeded; retry later"},
     /* same answer as NO_MATCH: a caller must not learn which identities exist */
@@ -171,12 +172,22 @@ static char *dup_str(const char *s)
     return s != NULL ? strdup(s) : NULL;
 }
 
+/* A scalar claim's text (numbers and booleans by their JSON text, as conditions compare them),
+ * copied; NULL when missing, not a scalar or longer than BROKER_MAX_CLAIM_LEN. */
 static char *dup_claim(const json_t *claims, const char *name)
 {
+    char buf[POLICY_SCALAR_BUF];
+    const char *t;
+    size_t n;
     const json_t *v = json_object_get(claims, name);
-    if (json_is_string(v) && json_string_length(v) <= BROKER_MAX_CLAIM_LEN)
-        return strdup(json_string_value(v));
-    return NULL;
+    if (v == NULL || !policy_scalar_text(v, buf, &t, &n) || n > BROKER_MAX_CLAIM_LEN)
+        return NULL;
+    char *p = malloc(n + 1);
+    if (p != NULL) {
+        memcpy(p, t, n);
+        p[n] = '\0';
+    }
+    return p;
 }
 
 static void respond_error(struct xjob *j, enum broker_err e)
@@ -318,6 +329,13 @@ static void decide(struct xjob *j, enum broker_err e, char *explanation)
     }
     if (rec->identity == NULL && j->want_identity != NULL)
         rec->identity = strdup(j->want_identity);
+    if (rec->issued && rec->replay_exp > 0 && (rec->subject_iss == NULL || rec->subject_jti == NULL)) {
+        /* out of memory copying the jti: it could not be claimed, so nothing is issued */
+        log_msg(LOG_WARN, "replay_claim_failed", "request_id=%s", j->r->request_id);
+        free(explanation);
+        finish(j, BROKER_ERR_INTERNAL);
+        return;
+    }
     rec->explanation = explanation != NULL ? explanation : e != BROKER_OK ? explain_denial(j, e) : NULL;
     j->audit.done = on_audited;
     j->audit.arg = j;
@@ -494,6 +512,36 @@ static void evaluate(struct xjob *j)
     http_later(j->loop, &j->msg); /* signed with this loop iteration's other exchanges */
 }
 
+/* The explanation of a token denied for its mapped claims (mint_and_decide): one claim longer
+ * than BROKER_MAX_CLAIM_LEN (claim named), or all of them together too long for the minted token. */
+static char *explain_mapping_too_long(const struct policy_result *res, const char *claim)
+{
+    size_t cap = 6 * (strlen(res->identity->name) + strlen(res->policy->name) + (claim ? strlen(claim) : 0)) + 256;
+    struct mint_buf b = {malloc(cap), 0, cap - 1, false};
+    if (b.p == NULL)
+        return NULL;
+    MINT_LIT(&b, "{\"decision\":\"denied\",\"reason\":\"claim_too_long\",\"identity\":");
+    mint_str(&b, res->identity->name);
+    MINT_LIT(&b, ",\"policy\":");
+    mint_str(&b, res->policy->name);
+    if (claim != NULL) {
+        MINT_LIT(&b, ",\"claim\":");
+        mint_str(&b, claim);
+        MINT_LIT(&b, ",\"note\":\"claim_mappings copies this claim, and it is longer than ");
+        mint_int(&b, BROKER_MAX_CLAIM_LEN);
+    } else {
+        MINT_LIT(&b, ",\"note\":\"the claims copied by claim_mappings make the access token longer than ");
+        mint_int(&b, BROKER_MAX_MINTED_LEN);
+    }
+    MINT_LIT(&b, " bytes\"}");
+    if (b.failed) { /* claim names are bounded (BROKER_MAX_CLAIM_NAME_LEN): unreachable */
+        free(b.p);
+        return NULL;
+    }
+    b.p[b.len] = '\0';
+    return b.p;
+}
+
 /* Minting and the issue's audit record, once every check has passed. */
 static void mint_and_decide(struct xjob *j)
 {
@@ -502,14 +550,27 @@ static void mint_and_decide(struct xjob *j)
     struct keyring_ref *kr = state_keys_get();
     const struct signing_key *sk = kr ? state_keys_ring(kr)->active : NULL;
     json_t *ext = NULL;
+    const char *too_long = NULL; /* a mapped claim over BROKER_MAX_CLAIM_LEN: the token is denied */
     if (res->policy->nmappings > 0) {
         ext = json_object();
         for (size_t i = 0; ext != NULL && i < res->policy->nmappings; i++) {
             const json_t *v = policy_claim_get(j->jwt.claims, res->policy->mappings[i].from);
-            if (v != NULL)
-                json_object_set(ext, res->policy->mappings[i].to, (json_t *)v);
+            if (v == NULL)
+                continue;
+            size_t n = json_is_string(v) ? json_string_length(v) : json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
+            if (n > BROKER_MAX_CLAIM_LEN) {
+                too_long = res->policy->mappings[i].from;
+                break;
+            }
+            json_object_set(ext, res->policy->mappings[i].to, (json_t *)v);
         }
     }
+    char src_buf[POLICY_SCALAR_BUF];
+    const char *src_sub = NULL; /* src.sub: the subject's sub as text, null when it has none */
+    size_t src_sub_len;
+    const json_t *sub = json_object_get(j->jwt.claims, "sub");
+    if (sub == NULL || !policy_scalar_text(sub, src_buf, &src_sub, &src_sub_len))
+        src_sub = NULL;
     struct mint_input mi = {
         .issuer = self_issuer,
         .identity = res->identity->name,
@@ -518,12 +579,14 @@ static void mint_and_decide(struct xjob *j)
         .now = j->now,
         .ttl_s = res->ttl_s,
         .src_iss = j->jwt.iss,
-        .src_sub = json_string_value(json_object_get(j->jwt.claims, "sub")),
+        .src_sub = src_sub,
         .src_policy = res->policy->name,
         .ext = ext,
     };
     char jti[48];
-    e = sk ? mint_token(sk, &mi, j->minted, sizeof(j->minted), &j->minted_len, jti) : BROKER_ERR_INTERNAL;
+    e = too_long != NULL ? BROKER_ERR_CLAIM_TOO_LONG
+        : sk         ? mint_token(sk, &mi, j->minted, sizeof(j->minted), &j->minted_len, jti)
+                     : BROKER_ERR_INTERNAL;
     json_decref(ext);
     state_keys_put(kr);
     j->audit.rec.identity = dup_str(res->identity->name);
@@ -531,7 +594,7 @@ static void mint_and_decide(struct xjob *j)
     j->audit.rec.scope = dup_str(res->scope);
     j->audit.rec.audience = dup_str(res->audience);
     if (e != BROKER_OK) {
-        decide(j, e, NULL);
+        decide(j, e, e == BROKER_ERR_CLAIM_TOO_LONG ? explain_mapping_too_long(res, too_long) : NULL);
         return;
     }
     j->audit.rec.token_jti = strdup(jti);

@@ -219,22 +219,30 @@ enum broker_err mint_token(const struct signing_key *key, const struct mint_inpu
     MINT_LIT(&cb, ",\"src\":{\"iss\":");
     mint_str(&cb, in->src_iss);
     MINT_LIT(&cb, ",\"sub\":");
-    mint_str(&cb, in->src_sub);
+    if (in->src_sub != NULL)
+        mint_str(&cb, in->src_sub);
+    else
+        MINT_LIT(&cb, "null");
     MINT_LIT(&cb, ",\"policy\":");
     mint_str(&cb, in->src_policy);
     MINT_LIT(&cb, "}");
-    if (in->ext && json_object_size(in->ext) > 0) {
+    if (hb.failed || cb.failed)
+        goto out;
+    /* what is left is the mapped claims: when only they do not fit, the subject token is to blame */
+    size_t base_need = B64URL_ENCODED_LEN(hb.len) + 1 + B64URL_ENCODED_LEN(cb.len + 1) + 1 + B64URL_ENCODED_LEN(sizeof(sig)) + 1;
+    bool has_ext = in->ext && json_object_size(in->ext) > 0;
+    if (has_ext) {
         MINT_LIT(&cb, ",\"ext\":");
         mint_ext(&cb, in->ext);
     }
     MINT_LIT(&cb, "}");
-    if (hb.failed || cb.failed)
-        goto out;
-
     /* header.claims.sig + NUL */
     need = B64URL_ENCODED_LEN(hb.len) + 1 + B64URL_ENCODED_LEN(cb.len) + 1 + B64URL_ENCODED_LEN(sizeof(sig)) + 1;
-    if (need > cap)
+    if (cb.failed || need > cap) {
+        if (has_ext && base_need <= cap)
+            rc = BROKER_ERR_CLAIM_TOO_LONG;
         goto out;
+    }
     o = b64url_encode((const uint8_t *)header, hb.len, out);
     out[o++] = '.';
     o += b64url_encode((const uint8_t *)claims, cb.len, out + o);

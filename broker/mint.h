@@ -20,16 +20,19 @@ struct mint_input {
     const char *scope;        /* space-delimited */
     int64_t now;              /* iat and nbf */
     int64_t ttl_s;            /* 1 .. BROKER_MAX_TTL_S */
-    const char *src_iss, *src_sub, *src_policy;
+    const char *src_iss, *src_sub, *src_policy; /* src_sub may be NULL */
     const json_t *ext;        /* object of mapped claims, or NULL (omitted when NULL or empty) */
 };
 
 /* Writes a compact JWS (NUL-terminated) into out; jti_out receives the 22-character jti.
  * Header {"alg":"ES256","typ":"at+jwt","kid"}; claims iss, sub, client_id, aud, scope, iat,
  * nbf, exp, jti, src{iss,sub,policy}, ext. Every string must be valid UTF-8.
- * BROKER_ERR_INTERNAL when the token does not fit cap (or the claims MINT_CLAIMS_MAX), a
- * string is NULL or not UTF-8, ext is not an object, or ttl/now are out of range: all are
- * caller or policy bugs, never the client's. On error out and jti_out are empty strings. */
+ * src_sub may be NULL (a subject token without a scalar sub): "sub" is then null.
+ * BROKER_ERR_CLAIM_TOO_LONG when the token would fit without ext but not with it (the subject
+ * token's mapped claims are too long: the client's doing). BROKER_ERR_INTERNAL when it does not
+ * fit cap (or the claims MINT_CLAIMS_MAX) otherwise, a string is NULL or not UTF-8, ext is not an
+ * object, or ttl/now are out of range: all are caller or policy bugs, never the client's. On
+ * error out and jti_out are empty strings. */
 enum broker_err mint_token(const struct signing_key *key, const struct mint_input *in, char *out, size_t cap,
                            size_t *out_len, char jti_out[48]) BROKER_WUR;
 

@@ -144,7 +144,8 @@ enum broker_err store_open(const char *conninfo, struct store **out)
         st->broken = true;
         goto cleanup;
     }
-    /* The caller's settings win, except that statement_timeout is always added to options. */
+    /* The caller's settings win, except that statement_timeout and array_nulls are always added
+     * to options (after the caller's, so they win) and client_encoding is pinned. */
     static const char *const defaults[][2] = {
         {"fallback_application_name", "broker"}, {"connect_timeout", "5"}, {"keepalives", "1"},
         {"keepalives_idle", "10"}, {"keepalives_interval", "5"}, {"keepalives_count", "3"},
@@ -187,7 +188,8 @@ enum broker_err store_open(const char *conninfo, struct store **out)
         rc = BROKER_ERR_NOMEM;
         goto cleanup;
     }
-    snprintf(options, olen, "%s%s-c statement_timeout=%s", user_options, *user_options ? " " : "",
+    /* array_nulls=on: the audit batch writes a NULL element as NULL; off would store "NULL" */
+    snprintf(options, olen, "%s%s-c statement_timeout=%s -c array_nulls=on", user_options, *user_options ? " " : "",
              STORE_STATEMENT_TIMEOUT_MS);
     kw[n] = "options";
     val[n++] = options;

@@ -65,6 +65,11 @@ cat >"$WORK/policies/limited.identity.json" <<'JSON'
  "rate_limit": {"per_minute": 6, "burst": 2},
  "trust": [{"name": "main", "issuer": "test", "subject": {"equals": "repo:acme/limited:ref:refs/heads/main"}}]}
 JSON
+cat >"$WORK/policies/mapped.identity.json" <<'JSON'
+{"identity": "mapped", "scopes": ["s:m"], "audiences": ["https://m.example.com"],
+ "trust": [{"name": "by-id", "issuer": "test", "claims": {"repository_id": {"equals": "555"}},
+            "claim_mappings": {"blob": "blob", "blob2": "blob2"}}]}
+JSON
 for n in a b; do cat >"$WORK/policies/shared-$n.identity.json" <<JSON
 {"identity": "shared-$n", "scopes": ["s:$n"], "audiences": ["https://$n.example.com"],
  "trust": [{"name": "shared", "issuer": "test", "subject": {"equals": "repo:acme/shared:ref:refs/heads/main"}}]}
@@ -207,6 +212,29 @@ cat "$WORK"/once.[1-8] >"$WORK/once.txt"
 t_eq "single_use: 8 concurrent exchanges of one token, exactly one succeeds" "1 7" \
   "$(grep -c '^200' "$WORK/once.txt") $(grep -c '^400' "$WORK/once.txt")"
 t_match "single_use: a token without jti is refused" '^400 .*invalid_grant' "$(exchange "$(GOOD --sub repo:acme/once:ref:refs/heads/main --drop jti)")"
+
+# a subject token's sub is not always a string, and mapped claims come from the token
+for sub in '12345' 'none'; do
+  if [ "$sub" = none ]; then t=$(GOOD --claims '{"repository_id": "555"}' --drop sub); want=null
+  else t=$(GOOD --claims "{\"repository_id\": \"555\", \"sub\": $sub}"); want='"12345"'; fi
+  res=$(exchange "$t")
+  t_match "a matching token whose sub is $sub is issued" '^200 ' "$res"
+  t_eq "its access token's src.sub is $want" "$want" "$(jwt_part "$(jq -r .access_token <<<"${res#* }")" 2 | jq -c .src.sub)"
+done
+rec=$(curl -sS -H "authorization: Bearer $ADMIN" "$BROKER_URL/v1/audit?identity=mapped&limit=2")
+t_eq "the audit keeps a numeric sub as its JSON text" "12345" "$(jq -r '[.items[] | .subject_sub // empty][0]' <<<"$rec")"
+big=$(head -c 5000 /dev/zero | tr '\0' x)
+res=$(exchange "$(GOOD --claims "{\"repository_id\": \"555\", \"blob\": \"$big\"}")")
+t_match "a mapped claim over 4096 bytes: 400 invalid_grant, not a server error" '^400 .*invalid_grant.*too long to copy' "$res"
+rec=$(curl -sS -H "authorization: Bearer $ADMIN" "$BROKER_URL/v1/audit/$(jq -r .request_id <<<"${res#* }")")
+t_eq "its audit record names the reason and the claim" "denied claim_too_long blob" \
+  "$(jq -r '"\(.result) \(.reason) \(.explanation.claim)"' <<<"$rec")"
+half=$(head -c 3500 /dev/zero | tr '\0' y)
+res=$(exchange "$(GOOD --claims "{\"repository_id\": \"555\", \"blob\": \"$half\", \"blob2\": \"$half\"}")")
+t_match "mapped claims too long together: 400 invalid_grant" '^400 .*invalid_grant.*too long to copy' "$res"
+res=$(exchange "$(GOOD --claims "{\"repository_id\": \"555\", \"blob\": \"$half\"}")")
+t_match "one mapped claim of 3500 bytes is copied" '^200 ' "$res"
+t_eq "... into ext" 3500 "$(jwt_part "$(jq -r .access_token <<<"${res#* }")" 2 | jq -r '.ext.blob | length')"
 
 # ---------------------------------------------------------------- audit
 res=$(exchange "$(GOOD --claims '{"repository_id": "31337"}')")

@@ -714,6 +714,43 @@ static void test_client_encoding_pinned(void **state)
     store_close(st);
 }
 
+/* A NULL column is a NULL array element in the audit batch, which reads back as SQL NULL only
+ * under array_nulls=on: the session pins it, whatever the role or the connection string say. */
+static void test_array_nulls_pinned(void **state)
+{
+    (void)state;
+    char url[1024];
+    snprintf(url, sizeof(url), "%s%coptions=-c%%20array_nulls%%3Doff", db_url, strchr(db_url, '?') ? '&' : '?');
+    pg_cmd(g_pg, "ALTER ROLE CURRENT_USER SET array_nulls = off");
+    struct store *st = NULL;
+    enum broker_err rc = store_open(url, &st);
+    pg_cmd(g_pg, "ALTER ROLE CURRENT_USER RESET array_nulls");
+    assert_int_equal(rc, BROKER_OK);
+
+    struct audit_record a, b;
+    char id1[40], id2[40];
+    snprintf(id1, sizeof(id1), "nul-%d-1", (int)getpid());
+    snprintf(id2, sizeof(id2), "nul-%d-2", (int)getpid());
+    rec_fill(&a, id1, false); /* policy and token_jti are NULL */
+    rec_fill(&b, id2, false);
+    free(b.explanation); /* a NULL explanation: 'NULL'::jsonb would fail the whole batch */
+    b.explanation = NULL;
+    struct audit_record *recs[2] = {&a, &b};
+    assert_int_equal(store_audit_write(st, recs, 2), BROKER_OK);
+    json_t *o = NULL;
+    assert_int_equal(store_audit_get(st, id1, &o), BROKER_OK);
+    assert_true(json_is_null(json_object_get(o, "token_jti")));
+    assert_true(json_is_null(json_object_get(o, "policy")));
+    assert_string_equal(json_string_value(json_object_get(o, "identity")), "payments-deploy");
+    json_decref(o);
+    assert_int_equal(store_audit_get(st, id2, &o), BROKER_OK);
+    assert_true(json_is_null(json_object_get(o, "explanation")));
+    json_decref(o);
+    audit_record_clear(&a);
+    audit_record_clear(&b);
+    store_close(st);
+}
+
 /* ---- audit writer ---- */
 
 struct tjob {
@@ -1225,6 +1262,7 @@ int main(void)
         cmocka_unit_test(test_audit_write_get),
         cmocka_unit_test(test_audit_batch_text),
         cmocka_unit_test(test_client_encoding_pinned),
+        cmocka_unit_test(test_array_nulls_pinned),
         cmocka_unit_test_teardown(test_audit_writer_many, writer_teardown),
         cmocka_unit_test_teardown(test_audit_writer_hold, writer_teardown),
         cmocka_unit_test_teardown(test_audit_writer_queue_full, writer_teardown),

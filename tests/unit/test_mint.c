@@ -307,6 +307,25 @@ static void test_ext_omitted_when_null_or_empty(void **state)
     json_decref(empty);
 }
 
+/* A subject token without a scalar sub (the caller passes NULL): src.sub is null, not a failure. */
+static void test_src_sub_null(void **state)
+{
+    struct fx *f = *state;
+    struct mint_input in = base_input();
+    char tok[BROKER_MAX_MINTED_LEN], jti[48];
+    size_t len = 0;
+    in.src_sub = NULL;
+    assert_int_equal(mint_token(f->ring->active, &in, tok, sizeof(tok), &len, jti), BROKER_OK);
+    json_t *h = NULL, *c = NULL;
+    evp_verify(f, tok, &h, &c);
+    json_t *src = json_object_get(c, "src");
+    assert_true(json_is_object(src));
+    assert_true(json_is_null(json_object_get(src, "sub")));
+    assert_string_equal(json_string_value(json_object_get(src, "iss")), in.src_iss);
+    json_decref(h);
+    json_decref(c);
+}
+
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp((const char *)a, (const char *)b);
@@ -420,7 +439,8 @@ static void test_does_not_fit_fails_cleanly(void **state)
     assert_int_equal(mint_token(f->ring->active, &in, tok, 10, &len, jti), BROKER_ERR_INTERNAL);
     assert_int_equal(tok[0], 0);
 
-    /* claims above MINT_CLAIMS_MAX fail whatever the cap */
+    /* claims above MINT_CLAIMS_MAX fail whatever the cap; when the mapped claims (ext) are what
+     * does not fit, the subject token is to blame (CLAIM_TOO_LONG), otherwise it is INTERNAL */
     size_t big = MINT_CLAIMS_MAX;
     char *s = malloc(big + 1);
     memset(s, 'x', big);
@@ -428,8 +448,14 @@ static void test_does_not_fit_fails_cleanly(void **state)
     json_t *ext = json_pack("{s:s}", "blob", s);
     in.ext = ext;
     static char huge[4 * MINT_CLAIMS_MAX];
-    assert_int_equal(mint_token(f->ring->active, &in, huge, sizeof(huge), &len, jti), BROKER_ERR_INTERNAL);
+    assert_int_equal(mint_token(f->ring->active, &in, huge, sizeof(huge), &len, jti), BROKER_ERR_CLAIM_TOO_LONG);
     assert_int_equal(huge[0], 0);
+    assert_string_equal(jti, "");
+    /* a mapped claim that fits the claims buffer but not the caller's cap: the same */
+    json_t *ext2 = json_pack("{s:s#}", "blob", s, (int)(full > 100 ? 100 : full));
+    in.ext = ext2;
+    assert_int_equal(mint_token(f->ring->active, &in, tok, full + 1, &len, jti), BROKER_ERR_CLAIM_TOO_LONG);
+    json_decref(ext2);
     in.ext = NULL;
     in.identity = s;
     assert_int_equal(mint_token(f->ring->active, &in, huge, sizeof(huge), &len, jti), BROKER_ERR_INTERNAL);
@@ -472,6 +498,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mint_verifies_and_claims_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tampered_token_rejected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ext_omitted_when_null_or_empty, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_src_sub_null, setup, teardown),
         cmocka_unit_test_setup_teardown(test_jti_unique_over_1000, setup, teardown),
         cmocka_unit_test_setup_teardown(test_escaping_round_trips, setup, teardown),
         cmocka_unit_test(test_json_escape_exact),

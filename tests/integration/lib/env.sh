@@ -79,7 +79,7 @@ exchange() {
   echo " $(cat "$WORK/resp.json")"
 }
 
-# jwt_claims TOKEN: the decoded payload JSON (no verification)
+# jwt_part TOKEN INDEX: one decoded part of a compact JWS (2: the claims JSON), no verification
 jwt_part() { # TOKEN INDEX
   local p
   p=$(cut -d. -f"$2" <<<"$1" | tr '_-' '/+')
