@@ -23,6 +23,7 @@
 #include "jwt.h"
 #include "lifecycle.h"
 #include "log.h"
+#include "names.h"
 #include "state.h"
 #include "store.h"
 #include "verify.h"
@@ -163,22 +164,6 @@ static bool admin_authorize(struct store *st, struct admin_job *j)
     return true;
 }
 
-/* ---- request pieces (parsed on the worker, after authorization) ---- */
-
-static bool name_ok(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > BROKER_MAX_NAME_LEN)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' || c == '_' ||
-              c == '.'))
-            return false;
-    }
-    return true;
-}
-
 /* ---- the job: worker side, then loop side ---- */
 
 static void admin_run(struct store *st, struct worker_job *w)
@@ -195,7 +180,7 @@ static void admin_run(struct store *st, struct worker_job *w)
     if (!admin_authorize(st, j))
         return;
     bool named = j->op == OP_DOC_GET || j->op == OP_DOC_PUT || j->op == OP_DOC_DELETE;
-    if (named && !name_ok(j->arg)) {
+    if (named && (j->arg == NULL || !broker_name_ok(j->arg, strlen(j->arg)))) {
         admin_job_fail(j, 400, "invalid_request", "the name must be 1-%d characters of [A-Za-z0-9._-]",
                        BROKER_MAX_NAME_LEN);
         return;
@@ -448,12 +433,12 @@ static struct admin_job *job_for(struct http_request *r, enum admin_op op, bool 
     j->op = op;
     j->priv = route_priv(r);
     enum cred_check c = have ? admin_credential(j, tok, tlen) : CRED_BAD;
-    if (c != CRED_OK && optional) {
+    if (c != CRED_OK && c != CRED_UNAVAILABLE && optional) {
         memset(j->who, 0, sizeof(j->who));
         j->privs = 0;
         j->cred = CRED_NONE;
         j->no_bearer = !have;
-    } else if (c == CRED_UNAVAILABLE) {
+    } else if (c == CRED_UNAVAILABLE) { /* a credential that cannot be checked now is not "none" */
         job_free(j);
         http_add_header(r, "retry-after", "1");
         http_respond_error(r, 503, "temporarily_unavailable", "revoked tokens are not loaded or not current");

@@ -10,6 +10,7 @@
 #include "b64.h"
 #include "bounds.h"
 #include "form.h"
+#include "names.h"
 #include "store.h"
 
 #define ADMIN_DEFAULT_LIMIT 100
@@ -103,7 +104,7 @@ void admin_audit_run_list(struct store *st, struct admin_job *j)
     for (size_t i = 0; i < q.n; i++) {
         const char *n = q.f[i].name, *val = q.f[i].value;
         size_t len = q.f[i].len;
-        if (strcmp(n, "identity") == 0 && len > 0 && len <= BROKER_MAX_NAME_LEN) {
+        if (strcmp(n, "identity") == 0 && broker_name_ok(val, len)) {
             f.identity = val;
         } else if (strcmp(n, "result") == 0 && (strcmp(val, "issued") == 0 || strcmp(val, "denied") == 0)) {
             f.result = val;

@@ -32,8 +32,15 @@ void log_msg(enum log_level lvl, const char *event, const char *fmt, ...)
         va_start(ap, fmt);
         int m = vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
         va_end(ap);
-        if (m > 0)
+        if (m > 0) {
+            /* one event, one line: a value carrying a newline or other control character (a name,
+             * a database message) must not be able to forge or split lines */
+            size_t end = (size_t)n + (size_t)m < sizeof(line) - 1 ? (size_t)n + (size_t)m : sizeof(line) - 1;
+            for (size_t i = (size_t)n; i < end; i++)
+                if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+                    line[i] = '?';
             n += m;
+        }
     }
     if ((size_t)n >= sizeof(line) - 1)
         n = (int)sizeof(line) - 2;

@@ -21,6 +21,7 @@
 #include "keys.h"
 #include "lifecycle.h"
 #include "log.h"
+#include "names.h"
 #include "policy.h"
 #include "revoked.h"
 #include "state.h"
@@ -266,6 +267,11 @@ static int cmd_admin_token(int argc, char **argv)
     struct store *st = NULL;
     int rc = 1;
     enum broker_err e;
+    if (create && !broker_name_ok(argv[2], strlen(argv[2]))) {
+        /* the name appears in logs and in audit_changes.who */
+        fprintf(stderr, "admin-token: the name must be 1-%d characters of [A-Za-z0-9._-]\n", BROKER_MAX_NAME_LEN);
+        return 2;
+    }
     if (create && admin_token_new(tok, sizeof(tok), hash) != BROKER_OK)
         goto out;
     if (store_open(dburl, &st) != BROKER_OK) {

@@ -83,6 +83,12 @@ echo '{"identity": "bad", "scopes": [], "audiences": ["x"], "trust": [{"name": "
 t_check "policy apply refuses a policy binding neither subject nor claims" bash -c "! '$BROKER_BIN' policy apply '$WORK/bad.json' 2>/dev/null"
 ADMIN=$("$BROKER_BIN" admin-token create --name ci)
 t_match "admin-token create prints a token once" "^brk_admin_[A-Za-z0-9_-]{43}$" "$ADMIN"
+t_match "admin-token create refuses a name that could forge a log line" "must be 1-128 characters.* rc=2$" \
+  "$("$BROKER_BIN" admin-token create --name $'evil\nts=x level=error event=fake' 2>&1; echo " rc=$?")"
+t_match "admin-token create refuses an empty name, saying so" "must be 1-128 characters.* rc=2$" \
+  "$("$BROKER_BIN" admin-token create --name '' 2>&1; echo " rc=$?")"
+t_match "admin-token create of a taken name says it is taken" "a token with that name exists.* rc=1$" \
+  "$("$BROKER_BIN" admin-token create --name ci 2>&1; echo " rc=$?")"
 
 broker_start main || exit 1
 PIDS+=("$BROKER_PID")
@@ -250,6 +256,8 @@ t_eq "audit explanation names the failed condition, expected and actual" "deploy
 show=$("$BROKER_BIN" audit show "$rid" 2>&1)
 t_match "broker audit show: the denial and its failing condition" "denied \(no_matching_policy\)" "$show"
 t_match "broker audit show: expected and actual of the failed condition" "claims\.repository_id[^\n]*123456789[^\n]*31337" "$show"
+t_eq "GET /v1/audit?identity= with bytes that are no name is a 400, not a database error" "400" \
+  "$(curl -sS -o /dev/null -w '%{http_code}' -H "authorization: Bearer $ADMIN" "$BROKER_URL/v1/audit?identity=%FF")"
 ptest() { curl -sS -H "authorization: Bearer $1" -H 'content-type: application/json' --data "$2" "$BROKER_URL/v1/policy/test"; }
 pt=$(ptest "$ADMIN" "{\"token\": \"$(GOOD --claims '{"repository_id": "31337"}')\"}")
 t_eq "POST /v1/policy/test explains a denial" "denied no_matching_policy claims.repository_id" \
