@@ -1,6 +1,7 @@
 #include "config.h"
 #include <errno.h>
 #include <sched.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,9 +70,14 @@ static enum broker_err set_threads(struct config *c, const char *v, char *err, s
 
 static enum broker_err set_issuer(struct config *c, const char *v, char *err, size_t errlen)
 {
-    size_t n = strlen(v);
-    if (n == 0 || n >= sizeof(c->issuer) || (strncmp(v, "https://", 8) != 0 && strncmp(v, "http://", 7) != 0)) {
-        snprintf(err, errlen, "BROKER_ISSUER: expected an http(s) URL");
+    size_t n = strlen(v), scheme = strncmp(v, "https://", 8) == 0 ? 8 : strncmp(v, "http://", 7) == 0 ? 7 : 0;
+    /* RFC 8414 §2: a URL with a host and no query or fragment; it goes verbatim into every token */
+    bool ok = scheme > 0 && n < sizeof(c->issuer) && n > scheme && v[scheme] != '/';
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (unsigned char)v[i] > 0x20 && (unsigned char)v[i] < 0x7f && v[i] != '?' && v[i] != '#';
+    if (!ok) {
+        snprintf(err, errlen, "BROKER_ISSUER: expected an http(s) URL with a host, no query or fragment, at most %zu bytes",
+                 sizeof(c->issuer) - 1);
         return BROKER_ERR_CONFIG;
     }
     while (n > 1 && v[n - 1] == '/') /* the issuer identifier has no trailing slash */

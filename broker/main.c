@@ -198,7 +198,11 @@ static int cmd_keys(int argc, char **argv)
     int64_t now = (int64_t)time(NULL);
     if (argc >= 1 && strcmp(argv[0], "generate") == 0) {
         int64_t delay = 3600;
-        if (argc >= 3 && strcmp(argv[1], "--activate-in") == 0 && policy_parse_duration(argv[2], &delay) != BROKER_OK) {
+        if (argc != 1 && (argc != 3 || strcmp(argv[1], "--activate-in") != 0)) {
+            fprintf(stderr, "usage: broker keys generate [--activate-in DURATION]\n");
+            return 2;
+        }
+        if (argc == 3 && policy_parse_duration(argv[2], &delay) != BROKER_OK) {
             fprintf(stderr, "keys generate: bad duration %s\n", argv[2]);
             return 2;
         }

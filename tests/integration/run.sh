@@ -26,6 +26,8 @@ export BROKER_SQL_DIR="$ROOT/sql" BROKER_KEYS_DIR="$WORK/keys" BROKER_THREADS=2
 t_check "migrate applies the schema" "$BROKER_BIN" migrate
 t_match "migrate is idempotent" "applied: 0" "$("$BROKER_BIN" migrate 2>&1)"
 t_check "keys generate" "$BROKER_BIN" keys generate
+t_match "keys generate --activate-in without a duration is a usage error" "usage: .* rc=2$" \
+  "$("$BROKER_BIN" keys generate --activate-in 2>&1; echo " rc=$?")"
 issuer_start "$WORK/issuer" || { echo "cannot start the test issuer"; exit 1; }
 ISS="$WORK/issuer"
 
