@@ -241,6 +241,19 @@ out:
     return e;
 }
 
+#define ISSUERS_STR_(x) #x
+#define ISSUERS_STR(x) ISSUERS_STR_(x)
+
+/* Why a static key set was refused, for the admin who wrote it (jwks_parse says no more). */
+static const char *keys_problem(enum broker_err e)
+{
+    if (e == BROKER_ERR_INVALID_DOCUMENT)
+        return "not a usable key set (1.." ISSUERS_STR(BROKER_MAX_JWKS_KEYS) " keys with unique kids, each an RSA "
+               "public key of at least " ISSUERS_STR(BROKER_MIN_RSA_BITS) " bits, EC P-256/P-384/P-521 or Ed25519) "
+               "(invalid_document)";
+    return broker_strerror(e);
+}
+
 static enum broker_err load_static(const struct issuer_cfg *c, struct issuer_keys **out, char *err, size_t errlen)
 {
     struct jwks *set = NULL;
@@ -250,7 +263,7 @@ static enum broker_err load_static(const struct issuer_cfg *c, struct issuer_key
     if (c->jwks_inline != NULL) {
         e = jwks_parse((const uint8_t *)c->jwks_inline, strlen(c->jwks_inline), 0, &set);
         if (e != BROKER_OK) {
-            snprintf(err, errlen, "issuer %s: jwks: %s", c->name, broker_strerror(e));
+            snprintf(err, errlen, "issuer %s: jwks: %s", c->name, keys_problem(e));
             goto out;
         }
     } else {
@@ -267,7 +280,7 @@ static enum broker_err load_static(const struct issuer_cfg *c, struct issuer_key
         else
             e = jwks_parse(doc, len, 0, &set);
         if (e != BROKER_OK) {
-            snprintf(err, errlen, "issuer %s: jwks_file %s: %s", c->name, c->jwks_file, broker_strerror(e));
+            snprintf(err, errlen, "issuer %s: jwks_file %s: %s", c->name, c->jwks_file, keys_problem(e));
             goto out;
         }
     }
@@ -324,6 +337,52 @@ out:
         (b) = t_;            \
     } while (0)
 
+/* Everything in a sync that can fail, without touching the table: fresh[i] for each issuer of
+ * set (static keys loaded), nv the same entries sorted by url, no url twice. Both hold n slots;
+ * on error the caller frees what fresh holds. */
+static enum broker_err entries_prepare(const struct policy_set *set, size_t n, struct issuer_entry **fresh,
+                                       struct issuer_entry **nv, char *err, size_t errlen)
+{
+    enum broker_err e;
+    for (size_t i = 0; i < n; i++) {
+        e = entry_prepare(policy_set_issuer_at(set, i), &fresh[i], err, errlen);
+        if (e != BROKER_OK)
+            return e;
+    }
+    memcpy(nv, fresh, n * sizeof(*nv));
+    qsort(nv, n, sizeof(*nv), entry_cmp);
+    for (size_t i = 1; i < n; i++) {
+        if (strcmp(nv[i - 1]->url, nv[i]->url) == 0) {
+            snprintf(err, errlen, "issuer %s: url is also issuer %s's", nv[i]->name, nv[i - 1]->name);
+            return BROKER_ERR_CONFIG;
+        }
+    }
+    return BROKER_OK;
+}
+
+enum broker_err issuers_check(const struct policy_set *set, char *err, size_t errlen)
+{
+    size_t n = set != NULL ? policy_set_issuer_count(set) : 0;
+    enum broker_err e = BROKER_ERR_NOMEM;
+    struct issuer_entry **fresh = calloc(n + 1, sizeof(*fresh));
+    struct issuer_entry **nv = calloc(n + 1, sizeof(*nv));
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (fresh == NULL || nv == NULL) {
+        snprintf(err, errlen, "issuers: out of memory");
+        goto out;
+    }
+    e = entries_prepare(set, n, fresh, nv, err, errlen);
+out:
+    if (fresh != NULL) {
+        for (size_t i = 0; i < n; i++)
+            entry_free(fresh[i]);
+    }
+    free(fresh);
+    free(nv);
+    return e;
+}
+
 enum broker_err issuers_sync(const struct policy_set *set, char *err, size_t errlen)
 {
     size_t n = set != NULL ? policy_set_issuer_count(set) : 0;
@@ -339,20 +398,8 @@ enum broker_err issuers_sync(const struct policy_set *set, char *err, size_t err
         goto out;
     }
     /* Everything that can fail happens before the table is touched: no partial update. */
-    for (size_t i = 0; i < n; i++) {
-        e = entry_prepare(policy_set_issuer_at(set, i), &fresh[i], err, errlen);
-        if (e != BROKER_OK)
-            goto out;
-    }
-    memcpy(nv, fresh, n * sizeof(*nv));
-    qsort(nv, n, sizeof(*nv), entry_cmp);
-    for (size_t i = 1; i < n; i++) {
-        if (strcmp(nv[i - 1]->url, nv[i]->url) == 0) {
-            snprintf(err, errlen, "issuer %s: url is also issuer %s's", nv[i]->name, nv[i - 1]->name);
-            e = BROKER_ERR_CONFIG;
-            goto out;
-        }
-    }
+    if ((e = entries_prepare(set, n, fresh, nv, err, errlen)) != BROKER_OK)
+        goto out;
 
     pthread_once(&cv_once, cv_init);
     pthread_mutex_lock(&mu);

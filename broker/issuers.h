@@ -24,6 +24,9 @@ void issuers_stop(void);
  * changed bearer_token_file keeps the set and fetches now);
  * removed issuers are dropped. On error nothing changes and err names the issuer. */
 enum broker_err issuers_sync(const struct policy_set *set, char *err, size_t errlen) BROKER_WUR;
+/* Every check issuers_sync would make on set (static key sets parsed, no url twice), with no
+ * effect on the table: what an admin write runs before committing a set every replica must load. */
+enum broker_err issuers_check(const struct policy_set *set, char *err, size_t errlen) BROKER_WUR;
 
 /* Referenced current key set of the issuer with exactly this url; NULL when none (yet). */
 struct issuer_keys *issuers_keys_get(const char *url);
