@@ -6,10 +6,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 #include "admin.h"
 #include "admin_int.h"
-#include "bearer.h"
+#include "apply.h"
 #include "bounds.h"
 #include "jwt.h"
 #include "log.h"
@@ -138,45 +137,6 @@ static bool await_served(const char *kind, const char *name, const char *text)
     return served;
 }
 
-/* The check run on the whole resulting set inside the write transaction. */
-static enum broker_err check_set(void *arg, const json_t *issuers, const json_t *identities, char *err, size_t errlen)
-{
-    (void)arg;
-    struct policy_set *set = NULL;
-    enum broker_err e = policy_set_build(issuers, identities, &set, err, errlen);
-    if (set != NULL)
-        policy_set_unref(set);
-    return e;
-}
-
-/* Files named by an issuer document are read by every replica: through the API there is no
- * document directory to resolve a relative path against, and a path no replica can read would
- * make every reload refuse the whole set. */
-static bool issuer_files_ok(struct admin_job *j, const json_t *doc)
-{
-    static const char *const keys[] = {"jwks_file", "ca_file", "bearer_token_file"};
-    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-        const char *v = json_string_value(json_object_get(doc, keys[i]));
-        if (v == NULL)
-            continue;
-        if (v[0] != '/') {
-            admin_job_fail(j, 400, "invalid_request", "%s: must be an absolute path on the broker hosts", keys[i]);
-            return false;
-        }
-        /* checked before access(): for a path outside the list, the answer must not say whether
-         * it exists (no oracle on the broker hosts' file system) */
-        if (strcmp(keys[i], "bearer_token_file") == 0 && !bearer_path_allowed(v)) {
-            admin_job_fail(j, 400, "invalid_request", "bearer_token_file: not allowed by BROKER_BEARER_TOKEN_FILES");
-            return false;
-        }
-        if (access(v, R_OK) != 0) {
-            admin_job_fail(j, 400, "invalid_request", "%s: not readable by the broker", keys[i]);
-            return false;
-        }
-    }
-    return true;
-}
-
 void admin_docs_run_list(struct store *st, struct admin_job *j)
 {
     json_t *items = NULL;
@@ -221,8 +181,10 @@ void admin_docs_run_put(struct store *st, struct admin_job *j)
 {
     struct store_precond pre;
     struct store_doc_result res;
-    struct store_doc_check check = {check_set, NULL};
-    json_t *doc = NULL;
+    /* the whole resulting set, inside the write transaction, as every replica's reload will check it */
+    struct apply_check ac = {NULL, true};
+    struct store_doc_check check = {apply_check_set, &ac};
+    json_t *doc = NULL, *incoming = NULL;
 
     memset(&res, 0, sizeof(res));
     if (!j->json_body) {
@@ -248,8 +210,15 @@ void admin_docs_run_put(struct store *st, struct admin_job *j)
                        j->arg);
         goto out;
     }
-    if ((strcmp(j->kind, "issuer") == 0 && !issuer_files_ok(j, doc)) || !precond_parse(j, &pre))
+    if (!precond_parse(j, &pre))
         goto out;
+    if (strcmp(j->kind, "issuer") == 0) {
+        if ((incoming = json_pack("[O]", doc)) == NULL) {
+            admin_job_fail(j, 500, "server_error", "out of memory");
+            goto out;
+        }
+        ac.incoming = incoming;
+    }
     enum broker_err e = store_doc_put(st, j->who, j->kind, doc, &pre, &check, &res);
     switch (e) {
     case BROKER_OK:
@@ -280,6 +249,7 @@ void admin_docs_run_put(struct store *st, struct admin_job *j)
                           : NULL);
 out:
     store_doc_clear(&res.doc);
+    json_decref(incoming);
     json_decref(doc);
 }
 
@@ -287,7 +257,7 @@ void admin_docs_run_delete(struct store *st, struct admin_job *j)
 {
     struct store_precond pre;
     struct store_doc_result res;
-    struct store_doc_check check = {check_set, NULL};
+    struct store_doc_check check = {apply_check_set, NULL};
 
     memset(&res, 0, sizeof(res));
     if (!precond_parse(j, &pre))

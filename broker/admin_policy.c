@@ -78,8 +78,8 @@ void admin_policy_run_apply(struct store *st, struct admin_job *j)
     else if (changes == NULL)
         admin_job_fail(j, 500, "server_error", "out of memory");
     else {
-        enum broker_err e = apply_documents(st, j->who, iss, ids, json_is_true(prune), json_is_true(dry), changes, err,
-                                            sizeof(err));
+        enum broker_err e = apply_documents(st, j->who, iss, ids, json_is_true(prune), json_is_true(dry), true, changes,
+                                            err, sizeof(err));
         if (e == BROKER_ERR_INVALID_DOCUMENT)
             admin_job_fail(j, 400, "invalid_request", "refused, nothing changed: %s", err);
         else if (e != BROKER_OK)

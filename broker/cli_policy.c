@@ -237,7 +237,7 @@ static int apply(int argc, char **argv)
     }
     json_decref(st_iss);
     json_decref(st_ids);
-    enum broker_err e = apply_documents(st, "cli", docs.issuers, docs.identities, prune, dry_run, changes, err,
+    enum broker_err e = apply_documents(st, "cli", docs.issuers, docs.identities, prune, dry_run, false, changes, err,
                                         sizeof(err));
     if (e != BROKER_OK) {
         fprintf(stderr, "policy apply: refused, nothing changed: %s\n", err);

@@ -138,6 +138,14 @@ struct store_doc_check {
     void *arg;
 };
 
+/* store_put_documents_as with check run on the whole resulting set inside the transaction, under
+ * the policy_state lock (also on a dry run): a refusal is BROKER_ERR_INVALID_DOCUMENT with err
+ * saying why (as for a bad shape or duplicate name), nothing written. check may be NULL. */
+enum broker_err store_put_documents_checked(struct store *st, const char *actor, const json_t *issuers,
+                                            const json_t *identities, bool prune, bool dry_run,
+                                            const struct store_doc_check *check, json_t *changes, char *err,
+                                            size_t errlen) BROKER_WUR;
+
 struct store_doc_result {
     const char *change;       /* "created", "updated", "unchanged" or "deleted" (static) */
     struct store_doc doc;     /* after a put; the deleted document after a delete */

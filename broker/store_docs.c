@@ -280,8 +280,25 @@ static enum broker_err policy_bump(struct store *st)
     return ok ? BROKER_OK : BROKER_ERR_DB;
 }
 
-enum broker_err store_put_documents_as(struct store *st, const char *actor, const json_t *issuers,
-                                       const json_t *identities, bool prune, bool dry_run, json_t *changes)
+/* Run check on the documents as this transaction now sees them, i.e. exactly what a replica
+ * would load after the COMMIT. */
+static enum broker_err doc_check_set(struct store *st, const struct store_doc_check *check, char *err, size_t errlen)
+{
+    json_t *iss = NULL, *ids = NULL;
+    if (!check || !check->fn)
+        return BROKER_OK;
+    enum broker_err rc = store_load_documents(st, &iss, &ids);
+    if (rc == BROKER_OK && (rc = check->fn(check->arg, iss, ids, err, errlen)) != BROKER_OK && rc != BROKER_ERR_NOMEM)
+        rc = BROKER_ERR_INVALID_DOCUMENT;
+    json_decref(iss);
+    json_decref(ids);
+    return rc;
+}
+
+enum broker_err store_put_documents_checked(struct store *st, const char *actor, const json_t *issuers,
+                                            const json_t *identities, bool prune, bool dry_run,
+                                            const struct store_doc_check *check, json_t *changes, char *err,
+                                            size_t errlen)
 {
     enum broker_err rc;
     struct doc_batch b[2] = {{0}, {0}};
@@ -289,13 +306,18 @@ enum broker_err store_put_documents_as(struct store *st, const char *actor, cons
     json_t *list = NULL;
     size_t nchanged = 0;
 
+    if (err && errlen)
+        err[0] = '\0';
     if (!actor || !*actor) {
         snprintf(st->err, sizeof(st->err), "put documents: no actor");
         return BROKER_ERR_INTERNAL;
     }
     for (size_t i = 0; i < 2; i++)
-        if (arrs[i] && (rc = doc_batch_make(st, &doc_kinds[i], arrs[i], &b[i])) != BROKER_OK)
+        if (arrs[i] && (rc = doc_batch_make(st, &doc_kinds[i], arrs[i], &b[i])) != BROKER_OK) {
+            if (rc == BROKER_ERR_INVALID_DOCUMENT && err && errlen)
+                snprintf(err, errlen, "%s", st->err);
             goto cleanup;
+        }
     rc = BROKER_ERR_NOMEM;
     if (!(list = json_array()))
         goto cleanup;
@@ -305,6 +327,10 @@ enum broker_err store_put_documents_as(struct store *st, const char *actor, cons
     for (size_t i = 0; i < 2; i++)
         if (arrs[i] && (rc = docs_put_kind(st, actor, &doc_kinds[i], &b[i], prune, list, &nchanged)) != BROKER_OK)
             goto cleanup;
+    /* checked under the policy_state lock, on the set as this transaction sees it: what every
+     * replica will load after the COMMIT (a snapshot taken before the lock could be stale) */
+    if ((rc = doc_check_set(st, check, err, errlen)) != BROKER_OK)
+        goto cleanup;
     if (nchanged && (rc = policy_bump(st)) != BROKER_OK)
         goto cleanup;
     if (dry_run)
@@ -319,6 +345,12 @@ cleanup:
     doc_batch_clear(&b[1]);
     json_decref(list);
     return rc;
+}
+
+enum broker_err store_put_documents_as(struct store *st, const char *actor, const json_t *issuers,
+                                       const json_t *identities, bool prune, bool dry_run, json_t *changes)
+{
+    return store_put_documents_checked(st, actor, issuers, identities, prune, dry_run, NULL, changes, NULL, 0);
 }
 
 enum broker_err store_put_documents(struct store *st, const json_t *issuers, const json_t *identities, bool prune,
@@ -505,21 +537,6 @@ static enum broker_err precond_eval(const struct store_precond *p, const char *e
         return BROKER_ERR_PRECONDITION_FAILED;
     }
     return BROKER_OK;
-}
-
-/* Run check on the documents as this transaction now sees them, i.e. exactly what a replica
- * would load after the COMMIT. */
-static enum broker_err doc_check_set(struct store *st, const struct store_doc_check *check, char *err, size_t errlen)
-{
-    json_t *iss = NULL, *ids = NULL;
-    if (!check || !check->fn)
-        return BROKER_OK;
-    enum broker_err rc = store_load_documents(st, &iss, &ids);
-    if (rc == BROKER_OK && (rc = check->fn(check->arg, iss, ids, err, errlen)) != BROKER_OK && rc != BROKER_ERR_NOMEM)
-        rc = BROKER_ERR_INVALID_DOCUMENT;
-    json_decref(iss);
-    json_decref(ids);
-    return rc;
 }
 
 enum broker_err store_doc_put(struct store *st, const char *actor, const char *kind, const json_t *doc,

@@ -215,11 +215,77 @@ t_eq "a body over 64 KiB: 413" "413" "$(req PUT "$A/v1/identities/api-one" "${AU
 bad "an issuer with a relative jwks_file" 400 "$A/v1/issuers/rel" '{"issuer":"rel","url":"k8s/rel","jwks_file":"keys.json"}'
 bad "an issuer whose url another issuer has" 400 "$A/v1/issuers/dup" "{\"issuer\":\"dup\",\"url\":\"$ISSUER_URL\"}"
 bad "an issuer with HS256" 400 "$A/v1/issuers/hs" '{"issuer":"hs","url":"https://hs.example.com","algorithms":["HS256"]}'
+# a key set no replica can load is refused here, not by every replica's reload afterwards
+BOGUS_JWKS='{"keys":[{"kty":"RSA","n":"AQAB","e":"AQAB"}]}'
+bad "an issuer whose inline jwks holds no usable key" 400 "$A/v1/issuers/bogus2" \
+  "{\"issuer\":\"bogus2\",\"url\":\"kubernetes/y\",\"jwks\":$BOGUS_JWKS}"
+t_match "…names the document and the problem" 'nothing changed: issuer bogus2: jwks: not a usable key set' \
+  "$(jq -r .error_description "$WORK/body")"
+echo '{"keys":[{"kty":"EC","crv":"P-256","x":"AA","y":"AA"}]}' >"$WORK/nokeys.json"
+bad "an issuer whose jwks_file holds no usable key" 400 "$A/v1/issuers/nokeys" \
+  "{\"issuer\":\"nokeys\",\"url\":\"kubernetes/nokeys\",\"jwks_file\":\"$WORK/nokeys.json\"}"
+t_match "…names the file's problem" 'issuer nokeys: jwks_file .*nokeys.json: not a usable key set' "$(jq -r .error_description "$WORK/body")"
+bad "an issuer whose ca_file does not exist" 400 "$A/v1/issuers/noca" \
+  "{\"issuer\":\"noca\",\"url\":\"https://noca.example.com\",\"ca_file\":\"$WORK/absent.pem\"}"
+t_match "…not readable" 'issuer noca: ca_file: not readable' "$(jq -r .error_description "$WORK/body")"
+
+# POST /v1/policy/apply and the CLI's policy apply: the same checks, nothing changed
+apply_api() { # BODY: POST /v1/policy/apply through replica A
+  req POST "$A/v1/policy/apply" "${AUTH[@]}" "${JSONCT[@]}" --data-binary "$1"
+}
+refused() { # NAME BODY REGEX: a 400 whose description matches
+  t_eq "POST /v1/policy/apply, $1: 400 invalid_request" "400 invalid_request" "$(apply_api "$2") $(jq -r .error "$WORK/body")"
+  t_match "…$1: says why" "$3" "$(jq -r .error_description "$WORK/body")"
+}
+refused "an inline jwks without a usable key" \
+  "{\"issuers\":[{\"issuer\":\"bogus3\",\"url\":\"kubernetes/z\",\"jwks\":$BOGUS_JWKS}]}" \
+  'refused, nothing changed: issuer bogus3: jwks: not a usable key set'
+refused "the same as a dry run" \
+  "{\"issuers\":[{\"issuer\":\"bogus3\",\"url\":\"kubernetes/z\",\"jwks\":$BOGUS_JWKS}],\"dry_run\":true}" \
+  'issuer bogus3: jwks: not a usable key set'
+refused "a jwks_file that does not exist" \
+  "{\"issuers\":[{\"issuer\":\"nofile\",\"url\":\"kubernetes/nofile\",\"jwks_file\":\"$WORK/absent.json\"}]}" \
+  'issuer nofile: jwks_file: not readable'
+refused "a ca_file that does not exist" \
+  "{\"issuers\":[{\"issuer\":\"noca\",\"url\":\"https://noca.example.com\",\"ca_file\":\"$WORK/absent.pem\"}]}" \
+  'issuer noca: ca_file: not readable'
+refused "a relative jwks_file" \
+  '{"issuers":[{"issuer":"rel","url":"kubernetes/rel","jwks_file":"keys.json"}]}' 'issuer rel: jwks_file: must be an absolute path'
+mkdir -p "$WORK/cli-bad"
+echo "{\"issuer\":\"bogus4\",\"url\":\"kubernetes/w\",\"jwks\":$BOGUS_JWKS}" >"$WORK/cli-bad/bogus4.issuer.json"
+out=$("$BROKER_BIN" policy apply "$WORK/cli-bad" 2>&1); rc=$?
+t_eq "CLI policy apply of an inline jwks without a usable key: fails" "1" "$([ $rc -ne 0 ] && echo 1 || echo 0)"
+t_match "…refused, nothing changed, naming the document" 'refused, nothing changed: issuer bogus4: jwks: not a usable key set' "$out"
+echo "{\"issuer\":\"noca2\",\"url\":\"https://noca2.example.com\",\"ca_file\":\"$WORK/absent.pem\"}" >"$WORK/cli-bad/bogus4.issuer.json"
+out=$("$BROKER_BIN" policy apply "$WORK/cli-bad" 2>&1); rc=$?
+t_eq "CLI policy apply of a ca_file that does not exist: fails" "1" "$([ $rc -ne 0 ] && echo 1 || echo 0)"
+t_match "…saying so" 'issuer noca2: ca_file: not readable' "$out"
 t_eq "invalid documents left the stored set unchanged" "$before_set" "$(stored_set)"
 t_eq "…and the generation" "$before_gen" "$(gen)"
 t_eq "…and wrote no audit_changes row" "$before_changes" "$(changes)"
 t_eq "GET after the refusals returns the last good document" "$(jq -S . <<<"$D1b")" \
   "$(req GET "$A/v1/identities/api-one" "${AUTH[@]}" >/dev/null; jq -S . "$WORK/body")"
+t_eq "no replica refused a set after the refusals" "0" "$(cat "$WORK/a.log" "$WORK/b.log" | grep -c policy_rejected)"
+t_eq "…and the next change is served at once (policy is not frozen)" "201 true" \
+  "$(put "$A/v1/identities/api-after" "$(ident api-after repo:acme/after:ref:refs/heads/main)") $(jq -r .served "$WORK/body")"
+t_eq "a valid POST /v1/policy/apply still applies" "200 unchanged" \
+  "$(apply_api "{\"identities\":[$(ident api-after repo:acme/after:ref:refs/heads/main)]}") $(jq -r '.changes[0].change' "$WORK/body")"
+
+# policy apply racing a delete: the set is checked under the write's lock, as it is then, not as
+# a snapshot taken before (here the snapshot still has the issuer another writer is deleting)
+t_eq "PUT an issuer nobody trusts yet (racer)" "201" "$(put "$A/v1/issuers/racer" '{"issuer":"racer","url":"https://racer.example.com"}')"
+pg_psql "$WORK/pg" -c "BEGIN; SELECT generation FROM policy_state WHERE id = 1 FOR UPDATE; DELETE FROM issuers WHERE name = 'racer';
+  UPDATE policy_state SET generation = generation + 1; SELECT pg_sleep(1.5); COMMIT;" >/dev/null &
+race_pid=$!
+sleep 0.5
+printf '{"identity":"racy","scopes":["s"],"audiences":["https://svc.example.com"],"trust":[{"name":"p","issuer":"racer","subject":{"equals":"x"}}]}' \
+  >"$WORK/racy.identity.json"
+out=$("$BROKER_BIN" policy apply "$WORK/racy.identity.json" 2>&1); rc=$?
+wait "$race_pid"
+t_eq "CLI policy apply of an identity trusting an issuer deleted meanwhile: fails" "1" "$([ $rc -ne 0 ] && echo 1 || echo 0)"
+t_match "…naming the missing issuer" 'refused, nothing changed: .*no issuer document named "racer"' "$out"
+t_eq "…the identity was not stored" "0" "$(pg_psql "$WORK/pg" -qAtc "select count(*) from identities where name = 'racy'")"
+t_eq "…and no replica refused a set" "0" "$(cat "$WORK/a.log" "$WORK/b.log" | grep -c policy_rejected)"
 
 # ---------------------------------------------------------------- preconditions
 t_eq "If-Match: the current ETag: 200" "200" "$(put "$A/v1/identities/api-one" "$D1" -H "if-match: $E2")"

@@ -89,4 +89,22 @@ t_eq "the restarted replica serves the latest change" "200 400" \
   "$(status_on "$BROKER_URL" v2) $(status_on "$BROKER_URL" hotfix)"
 t_eq "and so do the others" "200 200" "$(status_on "${URLS[0]}" v2) $(status_on "${URLS[1]}" v2)"
 
+# a write whose key set no replica could load is refused before it is committed: otherwise every
+# replica keeps its old set, and a replica started afterwards never becomes ready
+BOGUS='{"issuer":"bogus","url":"kubernetes/y","jwks":{"keys":[{"kty":"RSA","n":"AQAB","e":"AQAB"}]}}'
+t_eq "PUT of an issuer whose key set no replica can load: 400" "400" \
+  "$(curl -sS -o /dev/null -w '%{http_code}' -X PUT -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+    --data "$BOGUS" "${URLS[0]}/v1/issuers/bogus")"
+t_eq "POST /v1/policy/apply of it: 400" "400" \
+  "$(curl -sS -o /dev/null -w '%{http_code}' -X POST -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+    --data "{\"issuers\":[$BOGUS]}" "${URLS[1]}/v1/policy/apply")"
+if broker_start r4; then t_ok "a replica started after the refused writes becomes ready"; else t_fail "a replica started after the refused writes becomes ready"; fi
+PIDS+=("$BROKER_PID")
+t_eq "…and serves the latest change" "200" "$(status_on "$BROKER_URL" v2)"
+t_eq "a change after the refused writes reaches every replica" "200" \
+  "$(put_identity "${URLS[0]}" "$ADMIN" "repo:acme/demo:ref:refs/heads/v3")"
+sleep 1
+t_eq "…used by all of them within 1 s" "200 200 200" \
+  "$(status_on "${URLS[0]}" v3) $(status_on "${URLS[1]}" v3) $(status_on "$BROKER_URL" v3)"
+
 t_summary replicas
