@@ -3,6 +3,7 @@
  * halves run after admin_authorize (admin.c). */
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <time.h>
 #include "admin.h"
 #include "admin_int.h"
@@ -59,6 +60,23 @@ void admin_policy_run_test(struct admin_job *j)
     json_decref(body);
 }
 
+/* The first member of an apply body that is none of its four, NULL when there is none: a
+ * misspelt "identites" must not be an apply that silently changes nothing. */
+static const char *apply_unknown_key(const json_t *body)
+{
+    static const char *const known[] = {"issuers", "identities", "prune", "dry_run"};
+    const char *key;
+    const json_t *v;
+    json_object_foreach ((json_t *)body, key, v) {
+        bool ok = false;
+        for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+            ok = ok || strcmp(key, known[i]) == 0;
+        if (!ok)
+            return key;
+    }
+    return NULL;
+}
+
 /* POST /v1/policy/apply: {"issuers":[...], "identities":[...], "prune", "dry_run"} — the GitOps
  * batch of `broker policy apply --server`, validated whole and written in one transaction. */
 void admin_policy_run_apply(struct store *st, struct admin_job *j)
@@ -67,11 +85,16 @@ void admin_policy_run_apply(struct store *st, struct admin_job *j)
     json_t *iss = json_object_get(body, "issuers"), *ids = json_object_get(body, "identities");
     json_t *prune = json_object_get(body, "prune"), *dry = json_object_get(body, "dry_run");
     json_t *changes = json_array();
+    const char *unknown = json_is_object(body) ? apply_unknown_key(body) : NULL;
     char err[1024];
     if (!j->json_body)
         admin_job_fail(j, 415, "invalid_request", "Content-Type must be application/json");
+    else if (unknown != NULL)
+        admin_job_fail(j, 400, "invalid_request",
+                       "unknown field \"%.*s\" (the body is {\"issuers\", \"identities\", \"prune\", \"dry_run\"})",
+                       BROKER_MAX_NAME_LEN, unknown);
     else if (!json_is_object(body) || (iss && !json_is_array(iss)) || (ids && !json_is_array(ids)) ||
-             (prune && !json_is_boolean(prune)) || (dry && !json_is_boolean(dry)) || json_object_size(body) > 4)
+             (prune && !json_is_boolean(prune)) || (dry && !json_is_boolean(dry)))
         admin_job_fail(
             j, 400, "invalid_request",
             "the body must be {\"issuers\": [...], \"identities\": [...], \"prune\": bool, \"dry_run\": bool}");

@@ -251,6 +251,9 @@ refused "a ca_file that does not exist" \
   'issuer noca: ca_file: not readable'
 refused "a relative jwks_file" \
   '{"issuers":[{"issuer":"rel","url":"kubernetes/rel","jwks_file":"keys.json"}]}' 'issuer rel: jwks_file: must be an absolute path'
+refused "a misspelt top-level key" "{\"identites\":[$(ident api-one x)],\"prune\":true}" 'unknown field "identites"'
+refused "an unknown top-level key beside the four" '{"issuers":[],"identities":[],"prune":false,"dry_run":true,"force":1}' \
+  'unknown field "force"'
 mkdir -p "$WORK/cli-bad"
 echo "{\"issuer\":\"bogus4\",\"url\":\"kubernetes/w\",\"jwks\":$BOGUS_JWKS}" >"$WORK/cli-bad/bogus4.issuer.json"
 out=$("$BROKER_BIN" policy apply "$WORK/cli-bad" 2>&1); rc=$?
