@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "jwt.h"
+#include "names.h"
 #include "policy.h"
 #include "policy_cond.h"
 #include "policy_preset.h"
@@ -23,19 +24,6 @@ static char *doc_strndup(const char *s, size_t n)
         p[n] = 0;
     }
     return p;
-}
-
-static bool doc_name_ok(const char *s, size_t len)
-{
-    if (len == 0 || len > BROKER_MAX_NAME_LEN)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-'))
-            return false;
-    }
-    return true;
 }
 
 /* Printable text: no control characters (so values stay safe in logs and error messages). */
@@ -76,7 +64,7 @@ enum broker_err policy_doc_string(const json_t *v, const char *path, enum policy
         DOC_FAIL("%s: contains a NUL byte", path);
     if (len > max)
         DOC_FAIL("%s: longer than %zu bytes", path, max);
-    if (kind == POLICY_DOC_STR_NAME && !doc_name_ok(s, len))
+    if (kind == POLICY_DOC_STR_NAME && !broker_name_ok(s, len))
         DOC_FAIL("%s: \"%s\" is not a valid name ([A-Za-z0-9._-], 1..%d characters)", path, s, BROKER_MAX_NAME_LEN);
     if (kind == POLICY_DOC_STR_TEXT && !doc_text_ok(s, len))
         DOC_FAIL("%s: contains control characters", path);
