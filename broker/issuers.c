@@ -56,6 +56,7 @@ struct issuer_entry {
     int64_t last_refetch_ms;   /* last unknown-kid refetch, for the cool-down */
     bool refetched;
     struct waiter *waiters;    /* owed a callback when the next fetch completes */
+    struct waiter *late;       /* came while a fetch they did not ask for ran: owed the one after */
     uint64_t counts[ISSUERS_FETCH__COUNT];
     int last_result;           /* enum issuers_fetch_result, -1 before the first fetch */
     struct issuer_entry *next; /* on the dead list, or a local free list */
@@ -414,6 +415,7 @@ enum broker_err issuers_sync(const struct policy_set *set, char *err, size_t err
             if (!old->is_static) {
                 old->gen++;
                 waiters_move(&owed, &old->waiters);
+                waiters_move(&owed, &old->late);
             }
             SWAP_PTR(old->keys, f->keys); /* the previous static or fetched set goes to trash */
         } else if (old->is_static || !streq_null(old->jwks_uri, f->jwks_uri) ||
@@ -446,6 +448,7 @@ enum broker_err issuers_sync(const struct policy_set *set, char *err, size_t err
         }
         old->removed = true;
         waiters_move(&owed, &old->waiters);
+        waiters_move(&owed, &old->late);
         old->next = old->in_flight ? dead : trash;
         if (old->in_flight)
             dead = old;
@@ -506,12 +509,14 @@ static struct waiter *complete_locked(struct issuer_entry *e, const struct fetch
             }
         }
         waiters_move(&w, &e->waiters);
+        waiters_move(&w, &e->late);
         *gone = e;
         return w;
     }
     if (job->gen != e->gen) {
         /* the source changed meanwhile: the result is stale; a fetch of the new source is due now
          * and will answer the waiters (a now-static issuer answered them at sync) */
+        waiters_move(&e->waiters, &e->late);
         return NULL;
     }
     int64_t now = clock_mono_ms();
@@ -533,6 +538,10 @@ static struct waiter *complete_locked(struct issuer_entry *e, const struct fetch
         e->due_ms = now + e->backoff_ms;
     }
     waiters_move(&w, &e->waiters);
+    if (e->late != NULL) { /* their fetch is the next one, now */
+        waiters_move(&e->waiters, &e->late);
+        e->due_ms = now;
+    }
     return w;
 }
 
@@ -679,6 +688,7 @@ void issuers_stop(void)
     waiters_move(&w, &orphans);
     for (size_t i = 0; i < nentries; i++) {
         waiters_move(&w, &entries[i]->waiters);
+        waiters_move(&w, &entries[i]->late);
         entries[i]->next = drop;
         drop = entries[i];
     }
@@ -687,6 +697,7 @@ void issuers_stop(void)
         struct issuer_entry *e = dead;
         dead = e->next;
         waiters_move(&w, &e->waiters);
+        waiters_move(&w, &e->late);
         e->next = drop;
         drop = e;
     }
@@ -732,8 +743,20 @@ bool issuers_refetch(const char *url, void (*cb)(void *arg, bool changed), void 
     struct issuer_entry *e = running && !stopping ? find_locked(url) : NULL;
     if (e != NULL && !e->is_static) {
         int64_t now = clock_mono_ms();
+        bool cooled = !e->refetched || now - e->last_refetch_ms >= (int64_t)BROKER_JWKS_REFETCH_COOLDOWN_S * 1000;
         bool pending = e->in_flight || e->waiters != NULL; /* join it: single flight */
-        if (pending || !e->refetched || now - e->last_refetch_ms >= (int64_t)BROKER_JWKS_REFETCH_COOLDOWN_S * 1000) {
+        if (e->in_flight && (cooled || e->late != NULL)) {
+            /* The fetch in flight began before this unknown kid came (a periodic refresh, a retry,
+             * or a refetch more than the cool-down ago): its answer may predate a rotation. Wait
+             * for the one after it, which every such caller shares. */
+            if (e->late == NULL) {
+                e->refetched = true;
+                e->last_refetch_ms = now;
+            }
+            w->next = e->late;
+            e->late = w;
+            queued = true;
+        } else if (pending || cooled) {
             if (!pending) {
                 e->refetched = true;
                 e->last_refetch_ms = now;
@@ -769,7 +792,7 @@ bool issuers_status(const char *url, struct issuer_status *out)
     if (e != NULL) {
         out->is_static = e->is_static;
         out->has_keys = e->keys != NULL;
-        out->fetching = e->in_flight || e->waiters != NULL;
+        out->fetching = e->in_flight || e->waiters != NULL || e->late != NULL;
         out->nkeys = e->keys != NULL ? e->keys->jwks->n : 0;
         out->fetched_at = e->keys != NULL ? e->keys->fetched_at : 0;
         out->fetch_ok = e->counts[ISSUERS_FETCH_OK];

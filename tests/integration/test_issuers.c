@@ -548,6 +548,36 @@ static void test_single_flight(void **state)
     cb_destroy(&cb);
 }
 
+/* An unknown kid that comes while a fetch it did not ask for runs (here the first fetch after
+ * sync; in service, a periodic refresh that began before the issuer rotated) does not take that
+ * fetch's answer, which may predate the rotation: it gets the fetch after it, one for all such
+ * callers. A caller during its own refetch still joins that one (test_single_flight). */
+static void test_refetch_during_unrelated_fetch(void **state)
+{
+    (void)state;
+    const char *url = url_of("late");
+    long jw = served("/t/late/jwks");
+    ctl("/_control/delay?ms=300");
+    sync_ok(json_pack("[o]", fetched_doc("late", "late", g_ca)));
+    struct issuer_status st = {0};
+    for (int64_t end = mono_ms() + 5000; mono_ms() < end && !st.fetching; usleep(2000))
+        assert_true(issuers_status(url, &st));
+    assert_true(st.fetching); /* in flight: nobody waits for it yet */
+
+    struct cbstate cb, cb2;
+    cb_init(&cb);
+    cb_init(&cb2);
+    assert_true(issuers_refetch(url, on_refetched, &cb));
+    assert_true(issuers_refetch(url, on_refetched, &cb2));
+    cb_wait(&cb, 1, 10000);
+    cb_wait(&cb2, 1, 10000);
+    ctl("/_control/delay?ms=0");
+    assert_int_equal(served("/t/late/jwks"), jw + 2); /* the first fetch, then one more for both */
+    assert_true(has_keys(url));
+    cb_destroy(&cb);
+    cb_destroy(&cb2);
+}
+
 static void test_outage_keeps_last_good_set(void **state)
 {
     (void)state;
@@ -1172,6 +1202,7 @@ int main(void)
         cmocka_unit_test(test_hostile_discovery_refused),
         cmocka_unit_test(test_rotation_refetch_then_cooldown),
         cmocka_unit_test(test_single_flight),
+        cmocka_unit_test(test_refetch_during_unrelated_fetch),
         cmocka_unit_test(test_outage_keeps_last_good_set),
         cmocka_unit_test(test_slow_issuer_times_out_within_bound),
         cmocka_unit_test(test_removed_while_fetching),
