@@ -72,9 +72,11 @@ static enum broker_err set_issuer(struct config *c, const char *v, char *err, si
 {
     size_t n = strlen(v), scheme = strncmp(v, "https://", 8) == 0 ? 8 : strncmp(v, "http://", 7) == 0 ? 7 : 0;
     /* RFC 8414 §2: a URL with a host and no query or fragment; it goes verbatim into every token */
-    bool ok = scheme > 0 && n < sizeof(c->issuer) && n > scheme && v[scheme] != '/';
+    bool ok = scheme > 0 && n < sizeof(c->issuer) && n > scheme && v[scheme] != '/' && v[scheme] != ':';
     for (size_t i = 0; ok && i < n; i++)
         ok = (unsigned char)v[i] > 0x20 && (unsigned char)v[i] < 0x7f && v[i] != '?' && v[i] != '#';
+    for (size_t i = scheme; ok && i < n && v[i] != '/'; i++)
+        ok = v[i] != '@'; /* a host, no user information */
     if (!ok) {
         snprintf(err, errlen, "BROKER_ISSUER: expected an http(s) URL with a host, no query or fragment, at most %zu bytes",
                  sizeof(c->issuer) - 1);

@@ -512,11 +512,12 @@ static void evaluate(struct xjob *j)
     http_later(j->loop, &j->msg); /* signed with this loop iteration's other exchanges */
 }
 
-/* The explanation of a token denied for its mapped claims (mint_and_decide): one claim longer
- * than BROKER_MAX_CLAIM_LEN (claim named), or all of them together too long for the minted token. */
-static char *explain_mapping_too_long(const struct policy_result *res, const char *claim)
+/* The explanation of a token denied for what the access token would copy from it (mint_and_decide):
+ * one claim (sub, or one of claim_mappings) whose JSON text is longer than BROKER_MAX_CLAIM_LEN
+ * (named), or all of them together too long for the access token. */
+static char *explain_claim_too_long(const struct policy_result *res, const char *claim)
 {
-    size_t cap = 6 * (strlen(res->identity->name) + strlen(res->policy->name) + (claim ? strlen(claim) : 0)) + 256;
+    size_t cap = 6 * (strlen(res->identity->name) + strlen(res->policy->name) + (claim ? strlen(claim) : 0)) + 320;
     struct mint_buf b = {malloc(cap), 0, cap - 1, false};
     if (b.p == NULL)
         return NULL;
@@ -527,10 +528,10 @@ static char *explain_mapping_too_long(const struct policy_result *res, const cha
     if (claim != NULL) {
         MINT_LIT(&b, ",\"claim\":");
         mint_str(&b, claim);
-        MINT_LIT(&b, ",\"note\":\"claim_mappings copies this claim, and it is longer than ");
+        MINT_LIT(&b, ",\"note\":\"the access token carries this claim (src.sub, or ext by claim_mappings), and its JSON text is longer than ");
         mint_int(&b, BROKER_MAX_CLAIM_LEN);
     } else {
-        MINT_LIT(&b, ",\"note\":\"the claims copied by claim_mappings make the access token longer than ");
+        MINT_LIT(&b, ",\"note\":\"the claims copied from the subject token (src.sub, claim_mappings) make the access token longer than ");
         mint_int(&b, BROKER_MAX_MINTED_LEN);
     }
     MINT_LIT(&b, " bytes\"}");
@@ -557,8 +558,7 @@ static void mint_and_decide(struct xjob *j)
             const json_t *v = policy_claim_get(j->jwt.claims, res->policy->mappings[i].from);
             if (v == NULL)
                 continue;
-            size_t n = json_is_string(v) ? json_string_length(v) : json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
-            if (n > BROKER_MAX_CLAIM_LEN) {
+            if (json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY) > BROKER_MAX_CLAIM_LEN) { /* its JSON text */
                 too_long = res->policy->mappings[i].from;
                 break;
             }
@@ -571,6 +571,8 @@ static void mint_and_decide(struct xjob *j)
     const json_t *sub = json_object_get(j->jwt.claims, "sub");
     if (sub == NULL || !policy_scalar_text(sub, src_buf, &src_sub, &src_sub_len))
         src_sub = NULL;
+    else if (too_long == NULL && json_is_string(sub) && json_dumpb(sub, NULL, 0, JSON_ENCODE_ANY) > BROKER_MAX_CLAIM_LEN)
+        too_long = "sub"; /* copied into src.sub */
     struct mint_input mi = {
         .issuer = self_issuer,
         .identity = res->identity->name,
@@ -594,7 +596,7 @@ static void mint_and_decide(struct xjob *j)
     j->audit.rec.scope = dup_str(res->scope);
     j->audit.rec.audience = dup_str(res->audience);
     if (e != BROKER_OK) {
-        decide(j, e, e == BROKER_ERR_CLAIM_TOO_LONG ? explain_mapping_too_long(res, too_long) : NULL);
+        decide(j, e, e == BROKER_ERR_CLAIM_TOO_LONG ? explain_claim_too_long(res, too_long) : NULL);
         return;
     }
     j->audit.rec.token_jti = strdup(jti);

@@ -169,6 +169,51 @@ static void mint_ext(struct mint_buf *b, const json_t *ext)
     MINT_LIT(b, "}");
 }
 
+/* The claims set into cb. subject false leaves out what the subject token brings (src.sub is null,
+ * no ext): the measure of what the token would need without it. */
+static void mint_claims(struct mint_buf *cb, const struct mint_input *in, int64_t exp, const char *jti, bool subject)
+{
+    MINT_LIT(cb, "{\"iss\":");
+    mint_str(cb, in->issuer);
+    MINT_LIT(cb, ",\"sub\":");
+    mint_str(cb, in->identity);
+    MINT_LIT(cb, ",\"client_id\":");
+    mint_str(cb, in->identity);
+    MINT_LIT(cb, ",\"aud\":");
+    mint_str(cb, in->audience);
+    MINT_LIT(cb, ",\"scope\":");
+    mint_str(cb, in->scope);
+    MINT_LIT(cb, ",\"iat\":");
+    mint_int(cb, in->now);
+    MINT_LIT(cb, ",\"nbf\":");
+    mint_int(cb, in->now);
+    MINT_LIT(cb, ",\"exp\":");
+    mint_int(cb, exp);
+    MINT_LIT(cb, ",\"jti\":");
+    mint_str(cb, jti);
+    MINT_LIT(cb, ",\"src\":{\"iss\":");
+    mint_str(cb, in->src_iss);
+    MINT_LIT(cb, ",\"sub\":");
+    if (subject && in->src_sub != NULL)
+        mint_str(cb, in->src_sub);
+    else
+        MINT_LIT(cb, "null");
+    MINT_LIT(cb, ",\"policy\":");
+    mint_str(cb, in->src_policy);
+    MINT_LIT(cb, "}");
+    if (subject && in->ext && json_object_size(in->ext) > 0) {
+        MINT_LIT(cb, ",\"ext\":");
+        mint_ext(cb, in->ext);
+    }
+    MINT_LIT(cb, "}");
+}
+
+/* header.claims.sig + NUL */
+static size_t mint_need(size_t header_len, size_t claims_len)
+{
+    return B64URL_ENCODED_LEN(header_len) + 1 + B64URL_ENCODED_LEN(claims_len) + 1 + B64URL_ENCODED_LEN(64) + 1;
+}
+
 enum broker_err mint_token(const struct signing_key *key, const struct mint_input *in, char *out, size_t cap,
                            size_t *out_len, char jti_out[48])
 {
@@ -178,7 +223,7 @@ enum broker_err mint_token(const struct signing_key *key, const struct mint_inpu
     uint8_t rnd[16], sig[64];
     char jti[MINT_JTI_LEN + 1];
     int64_t exp;
-    size_t need, o;
+    size_t o;
     enum broker_err rc = BROKER_ERR_INTERNAL;
 
     if (cap > 0)
@@ -197,49 +242,13 @@ enum broker_err mint_token(const struct signing_key *key, const struct mint_inpu
     MINT_LIT(&hb, "{\"alg\":\"ES256\",\"typ\":\"at+jwt\",\"kid\":");
     mint_str(&hb, key->kid);
     MINT_LIT(&hb, "}");
-
-    MINT_LIT(&cb, "{\"iss\":");
-    mint_str(&cb, in->issuer);
-    MINT_LIT(&cb, ",\"sub\":");
-    mint_str(&cb, in->identity);
-    MINT_LIT(&cb, ",\"client_id\":");
-    mint_str(&cb, in->identity);
-    MINT_LIT(&cb, ",\"aud\":");
-    mint_str(&cb, in->audience);
-    MINT_LIT(&cb, ",\"scope\":");
-    mint_str(&cb, in->scope);
-    MINT_LIT(&cb, ",\"iat\":");
-    mint_int(&cb, in->now);
-    MINT_LIT(&cb, ",\"nbf\":");
-    mint_int(&cb, in->now);
-    MINT_LIT(&cb, ",\"exp\":");
-    mint_int(&cb, exp);
-    MINT_LIT(&cb, ",\"jti\":");
-    mint_str(&cb, jti);
-    MINT_LIT(&cb, ",\"src\":{\"iss\":");
-    mint_str(&cb, in->src_iss);
-    MINT_LIT(&cb, ",\"sub\":");
-    if (in->src_sub != NULL)
-        mint_str(&cb, in->src_sub);
-    else
-        MINT_LIT(&cb, "null");
-    MINT_LIT(&cb, ",\"policy\":");
-    mint_str(&cb, in->src_policy);
-    MINT_LIT(&cb, "}");
-    if (hb.failed || cb.failed)
-        goto out;
-    /* what is left is the mapped claims: when only they do not fit, the subject token is to blame */
-    size_t base_need = B64URL_ENCODED_LEN(hb.len) + 1 + B64URL_ENCODED_LEN(cb.len + 1) + 1 + B64URL_ENCODED_LEN(sizeof(sig)) + 1;
-    bool has_ext = in->ext && json_object_size(in->ext) > 0;
-    if (has_ext) {
-        MINT_LIT(&cb, ",\"ext\":");
-        mint_ext(&cb, in->ext);
-    }
-    MINT_LIT(&cb, "}");
-    /* header.claims.sig + NUL */
-    need = B64URL_ENCODED_LEN(hb.len) + 1 + B64URL_ENCODED_LEN(cb.len) + 1 + B64URL_ENCODED_LEN(sizeof(sig)) + 1;
-    if (cb.failed || need > cap) {
-        if (has_ext && base_need <= cap)
+    mint_claims(&cb, in, exp, jti, true);
+    if (hb.failed || cb.failed || mint_need(hb.len, cb.len) > cap) {
+        /* Too long, or a bad string. When the token fits without what the subject token brought
+         * (src.sub, ext), the subject token is to blame: the caller denies it. */
+        struct mint_buf wo = {claims, 0, sizeof(claims), false};
+        mint_claims(&wo, in, exp, jti, false);
+        if (!hb.failed && !wo.failed && mint_need(hb.len, wo.len) <= cap)
             rc = BROKER_ERR_CLAIM_TOO_LONG;
         goto out;
     }

@@ -237,6 +237,16 @@ t_match "a mapped claim over 4096 bytes: 400 invalid_grant, not a server error" 
 rec=$(curl -sS -H "authorization: Bearer $ADMIN" "$BROKER_URL/v1/audit/$(jq -r .request_id <<<"${res#* }")")
 t_eq "its audit record names the reason and the claim" "denied claim_too_long blob" \
   "$(jq -r '"\(.result) \(.reason) \(.explanation.claim)"' <<<"$rec")"
+quotes=$(printf '\\"%.0s' $(seq 2100)) # 2,100 characters, 4,202 bytes of JSON text
+res=$(exchange "$(GOOD --claims "{\"repository_id\": \"555\", \"blob\": \"$quotes\"}")")
+t_match "a mapped claim is measured by its JSON text: 2,100 quote marks are too long" '^400 .*too long to copy' "$res"
+t_eq "... and its audit record names it" "denied claim_too_long blob" \
+  "$(curl -sS -H "authorization: Bearer $ADMIN" "$BROKER_URL/v1/audit/$(jq -r .request_id <<<"${res#* }")" |
+     jq -r '"\(.result) \(.reason) \(.explanation.claim)"')"
+res=$(exchange "$(GOOD --claims "{\"repository_id\": \"555\", \"sub\": \"$big\"}")")
+t_match "a sub of 5,000 bytes (copied into src.sub): 400 invalid_grant, not a server error" '^400 .*invalid_grant.*too long to copy' "$res"
+t_eq "its audit record names sub" "claim_too_long sub" \
+  "$(curl -sS -H "authorization: Bearer $ADMIN" "$BROKER_URL/v1/audit/$(jq -r .request_id <<<"${res#* }")" | jq -r '"\(.reason) \(.explanation.claim)"')"
 half=$(head -c 3500 /dev/zero | tr '\0' y)
 res=$(exchange "$(GOOD --claims "{\"repository_id\": \"555\", \"blob\": \"$half\", \"blob2\": \"$half\"}")")
 t_match "mapped claims too long together: 400 invalid_grant" '^400 .*invalid_grant.*too long to copy' "$res"

@@ -432,12 +432,22 @@ static void test_does_not_fit_fails_cleanly(void **state)
     assert_int_equal(len, full);
     memset(tok, 'Z', sizeof(tok));
     memcpy(jti, "stale", 6);
-    assert_int_equal(mint_token(f->ring->active, &in, tok, full, &len, jti), BROKER_ERR_INTERNAL);
+    /* one byte short: it would fit without src.sub, so the subject token is to blame */
+    assert_int_equal(mint_token(f->ring->active, &in, tok, full, &len, jti), BROKER_ERR_CLAIM_TOO_LONG);
     assert_int_equal(tok[0], 0);
     assert_int_equal(len, 0);
     assert_string_equal(jti, "");
+    /* nothing fits in 10 bytes, whatever the subject token says: the caller's bug */
     assert_int_equal(mint_token(f->ring->active, &in, tok, 10, &len, jti), BROKER_ERR_INTERNAL);
     assert_int_equal(tok[0], 0);
+    /* a long src.sub alone (the subject token's sub): CLAIM_TOO_LONG, not INTERNAL */
+    char *longsub = malloc(BROKER_MAX_MINTED_LEN);
+    memset(longsub, 's', BROKER_MAX_MINTED_LEN - 1);
+    longsub[BROKER_MAX_MINTED_LEN - 1] = '\0';
+    struct mint_input in2 = base_input();
+    in2.src_sub = longsub;
+    assert_int_equal(mint_token(f->ring->active, &in2, tok, sizeof(tok), &len, jti), BROKER_ERR_CLAIM_TOO_LONG);
+    free(longsub);
 
     /* claims above MINT_CLAIMS_MAX fail whatever the cap; when the mapped claims (ext) are what
      * does not fit, the subject token is to blame (CLAIM_TOO_LONG), otherwise it is INTERNAL */
