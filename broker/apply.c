@@ -90,7 +90,9 @@ enum broker_err apply_documents(struct store *st, const char *actor, const json_
     }
     e = store_put_documents_checked(st, actor, issuers, identities, prune, dry_run, &check, mine, err, errlen);
     if (e != BROKER_OK) {
-        if (e != BROKER_ERR_INVALID_DOCUMENT)
+        if (e == BROKER_ERR_NOMEM)
+            snprintf(err, errlen, "out of memory");
+        else if (e != BROKER_ERR_INVALID_DOCUMENT)
             snprintf(err, errlen, "database: %s", store_last_error(st));
         goto out;
     }

@@ -517,9 +517,31 @@ static void evaluate(struct xjob *j)
  * serialization (json_dumpb is ~1 µs even for a short string). */
 static bool claim_text_too_long(const json_t *v)
 {
-    if (json_is_string(v) ? json_string_length(v) * 6 + 2 <= BROKER_MAX_CLAIM_LEN : !json_is_object(v) && !json_is_array(v))
+    if (json_is_string(v) && json_string_length(v) * 6 + 2 <= BROKER_MAX_CLAIM_LEN)
+        return false;
+    if (!json_is_string(v) && !json_is_object(v) && !json_is_array(v))
         return false;
     return json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY) > BROKER_MAX_CLAIM_LEN;
+}
+
+/* A heap JSON text writer for an audit explanation: room for a NUL is kept; out of memory
+ * makes it failed from the start, so appends are no-ops and buf_take gives NULL. */
+static struct mint_buf buf_new(size_t cap)
+{
+    char *p = malloc(cap);
+    return (struct mint_buf){p, 0, p != NULL ? cap - 1 : 0, p == NULL};
+}
+
+/* The text, NUL-terminated, or NULL (and freed) when anything failed: no explanation rather
+ * than a broken one. */
+static char *buf_take(struct mint_buf *b)
+{
+    if (b->failed) {
+        free(b->p);
+        return NULL;
+    }
+    b->p[b->len] = '\0';
+    return b->p;
 }
 
 /* The explanation of a token denied for what the access token would copy from it (mint_and_decide):
@@ -527,10 +549,8 @@ static bool claim_text_too_long(const json_t *v)
  * (named), or all of them together too long for the access token. */
 static char *explain_claim_too_long(const struct policy_result *res, const char *claim)
 {
-    size_t cap = 6 * (strlen(res->identity->name) + strlen(res->policy->name) + (claim ? strlen(claim) : 0)) + 320;
-    struct mint_buf b = {malloc(cap), 0, cap - 1, false};
-    if (b.p == NULL)
-        return NULL;
+    struct mint_buf b =
+        buf_new(6 * (strlen(res->identity->name) + strlen(res->policy->name) + (claim ? strlen(claim) : 0)) + 320);
     MINT_LIT(&b, "{\"decision\":\"denied\",\"reason\":\"claim_too_long\",\"identity\":");
     mint_str(&b, res->identity->name);
     MINT_LIT(&b, ",\"policy\":");
@@ -545,12 +565,7 @@ static char *explain_claim_too_long(const struct policy_result *res, const char 
         mint_int(&b, BROKER_MAX_MINTED_LEN);
     }
     MINT_LIT(&b, " bytes\"}");
-    if (b.failed) { /* claim names are bounded (BROKER_MAX_CLAIM_NAME_LEN): unreachable */
-        free(b.p);
-        return NULL;
-    }
-    b.p[b.len] = '\0';
-    return b.p;
+    return buf_take(&b); /* names are bounded (BROKER_MAX_CLAIM_NAME_LEN): it fits */
 }
 
 /* Minting and the issue's audit record, once every check has passed. */
@@ -614,23 +629,13 @@ static void mint_and_decide(struct xjob *j)
     j->expires_in = res->ttl_s;
     /* the explanation of an issue is short: built without a JSON tree (hot path); names are
      * checked ASCII (policy_doc.c), so it always fits */
-    size_t cap = 6 * (strlen(res->identity->name) + strlen(res->policy->name)) + 64;
-    struct mint_buf b = {malloc(cap), 0, cap - 1, false};
-    char *why = b.p;
-    if (why != NULL) {
-        MINT_LIT(&b, "{\"stage\":\"policy\",\"reason\":\"ok\",\"identity\":");
-        mint_str(&b, res->identity->name);
-        MINT_LIT(&b, ",\"policy\":");
-        mint_str(&b, res->policy->name);
-        MINT_LIT(&b, "}");
-        if (b.failed) { /* unreachable with checked names; no explanation rather than a broken one */
-            free(why);
-            why = NULL;
-        } else {
-            why[b.len] = '\0';
-        }
-    }
-    decide(j, BROKER_OK, why);
+    struct mint_buf b = buf_new(6 * (strlen(res->identity->name) + strlen(res->policy->name)) + 64);
+    MINT_LIT(&b, "{\"stage\":\"policy\",\"reason\":\"ok\",\"identity\":");
+    mint_str(&b, res->identity->name);
+    MINT_LIT(&b, ",\"policy\":");
+    mint_str(&b, res->policy->name);
+    MINT_LIT(&b, "}");
+    decide(j, BROKER_OK, buf_take(&b));
 }
 
 static void on_refetched_loop(struct loop_msg *m)

@@ -338,23 +338,46 @@ out:
         (b) = t_;            \
     } while (0)
 
-/* Everything in a sync that can fail, without touching the table: fresh[i] for each issuer of
- * set (static keys loaded), nv the same entries sorted by url, no url twice. Both hold n slots;
- * on error the caller frees what fresh holds. */
-static enum broker_err entries_prepare(const struct policy_set *set, size_t n, struct issuer_entry **fresh,
-                                       struct issuer_entry **nv, char *err, size_t errlen)
+/* A set's entries prepared for a sync: fresh[i] for each issuer of the set (static keys loaded),
+ * nv the same entries sorted by url. */
+struct prepared {
+    size_t n;
+    struct issuer_entry **fresh, **nv;
+};
+
+static void prepared_free(struct prepared *p)
+{
+    if (p->fresh != NULL)
+        for (size_t i = 0; i < p->n; i++)
+            entry_free(p->fresh[i]);
+    free(p->fresh);
+    free(p->nv);
+}
+
+/* Everything in a sync that can fail, without touching the table: every entry made, no url
+ * twice. On error err names the issuer; prepared_free either way. */
+static enum broker_err prepare(const struct policy_set *set, struct prepared *p, char *err, size_t errlen)
 {
     enum broker_err e;
-    for (size_t i = 0; i < n; i++) {
-        e = entry_prepare(policy_set_issuer_at(set, i), &fresh[i], err, errlen);
+    p->n = set != NULL ? policy_set_issuer_count(set) : 0;
+    p->fresh = calloc(p->n + 1, sizeof(*p->fresh));
+    p->nv = calloc(p->n + 1, sizeof(*p->nv));
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (p->fresh == NULL || p->nv == NULL) {
+        snprintf(err, errlen, "issuers: out of memory");
+        return BROKER_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < p->n; i++) {
+        e = entry_prepare(policy_set_issuer_at(set, i), &p->fresh[i], err, errlen);
         if (e != BROKER_OK)
             return e;
     }
-    memcpy(nv, fresh, n * sizeof(*nv));
-    qsort(nv, n, sizeof(*nv), entry_cmp);
-    for (size_t i = 1; i < n; i++) {
-        if (strcmp(nv[i - 1]->url, nv[i]->url) == 0) {
-            snprintf(err, errlen, "issuer %s: url is also issuer %s's", nv[i]->name, nv[i - 1]->name);
+    memcpy(p->nv, p->fresh, p->n * sizeof(*p->nv));
+    qsort(p->nv, p->n, sizeof(*p->nv), entry_cmp);
+    for (size_t i = 1; i < p->n; i++) {
+        if (strcmp(p->nv[i - 1]->url, p->nv[i]->url) == 0) {
+            snprintf(err, errlen, "issuer %s: url is also issuer %s's", p->nv[i]->name, p->nv[i - 1]->name);
             return BROKER_ERR_CONFIG;
         }
     }
@@ -363,50 +386,28 @@ static enum broker_err entries_prepare(const struct policy_set *set, size_t n, s
 
 enum broker_err issuers_check(const struct policy_set *set, char *err, size_t errlen)
 {
-    size_t n = set != NULL ? policy_set_issuer_count(set) : 0;
-    enum broker_err e = BROKER_ERR_NOMEM;
-    struct issuer_entry **fresh = calloc(n + 1, sizeof(*fresh));
-    struct issuer_entry **nv = calloc(n + 1, sizeof(*nv));
-    if (err != NULL && errlen > 0)
-        err[0] = '\0';
-    if (fresh == NULL || nv == NULL) {
-        snprintf(err, errlen, "issuers: out of memory");
-        goto out;
-    }
-    e = entries_prepare(set, n, fresh, nv, err, errlen);
-out:
-    if (fresh != NULL) {
-        for (size_t i = 0; i < n; i++)
-            entry_free(fresh[i]);
-    }
-    free(fresh);
-    free(nv);
+    struct prepared p = {0};
+    enum broker_err e = prepare(set, &p, err, errlen);
+    prepared_free(&p);
     return e;
 }
 
 enum broker_err issuers_sync(const struct policy_set *set, char *err, size_t errlen)
 {
-    size_t n = set != NULL ? policy_set_issuer_count(set) : 0;
-    enum broker_err e = BROKER_ERR_NOMEM;
-    struct issuer_entry **fresh = calloc(n + 1, sizeof(*fresh));
-    struct issuer_entry **nv = calloc(n + 1, sizeof(*nv));
+    struct prepared p = {0};
     struct issuer_entry *trash = NULL;
     struct waiter *owed = NULL;
-    if (err != NULL && errlen > 0)
-        err[0] = '\0';
-    if (fresh == NULL || nv == NULL) {
-        snprintf(err, errlen, "issuers: out of memory");
-        goto out;
-    }
     /* Everything that can fail happens before the table is touched: no partial update. */
-    if ((e = entries_prepare(set, n, fresh, nv, err, errlen)) != BROKER_OK)
+    enum broker_err e = prepare(set, &p, err, errlen);
+    if (e != BROKER_OK)
         goto out;
+    size_t n = p.n;
 
     pthread_once(&cv_once, cv_init);
     pthread_mutex_lock(&mu);
     int64_t now = clock_mono_ms();
     for (size_t i = 0; i < n; i++) {
-        struct issuer_entry *f = nv[i], *old = find_locked(f->url);
+        struct issuer_entry *f = p.nv[i], *old = find_locked(f->url);
         if (old == NULL) {
             f->due_ms = now;
             continue;
@@ -438,7 +439,7 @@ enum broker_err issuers_sync(const struct policy_set *set, char *err, size_t err
         old->kept = true;
         f->next = trash;
         trash = f;
-        nv[i] = old;
+        p.nv[i] = old;
     }
     for (size_t i = 0; i < nentries; i++) {
         struct issuer_entry *old = entries[i];
@@ -455,21 +456,16 @@ enum broker_err issuers_sync(const struct policy_set *set, char *err, size_t err
         else
             trash = old;
     }
-    SWAP_PTR(entries, nv);
+    SWAP_PTR(entries, p.nv); /* the old array is freed with p */
     nentries = n;
     waiters_move(&orphans, &owed);
     if (cv_ok)
         pthread_cond_broadcast(&cv);
     pthread_mutex_unlock(&mu);
-    memset(fresh, 0, (n + 1) * sizeof(*fresh)); /* now owned by the table or the trash */
+    memset(p.fresh, 0, (n + 1) * sizeof(*p.fresh)); /* now owned by the table or the trash */
     e = BROKER_OK;
 out:
-    if (fresh != NULL) {
-        for (size_t i = 0; i < n; i++)
-            entry_free(fresh[i]);
-    }
-    free(fresh);
-    free(nv);
+    prepared_free(&p);
     entries_free_list(trash);
     return e;
 }

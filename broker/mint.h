@@ -29,10 +29,10 @@ struct mint_input {
  * nbf, exp, jti, src{iss,sub,policy}, ext. Every string must be valid UTF-8.
  * src_sub may be NULL (a subject token without a scalar sub): "sub" is then null.
  * BROKER_ERR_CLAIM_TOO_LONG when the token would fit without what the subject token brings
- * (src.sub, ext) but not with it: the client's doing, the caller denies the exchange. BROKER_ERR_INTERNAL when it does not
- * fit cap (or the claims MINT_CLAIMS_MAX) otherwise, a string is NULL or not UTF-8, ext is not an
- * object, or ttl/now are out of range: all are caller or policy bugs, never the client's. On
- * error out and jti_out are empty strings. */
+ * (src.sub, ext) but not with it: the client's doing, the caller denies the exchange.
+ * BROKER_ERR_INTERNAL when it does not fit cap (or the claims MINT_CLAIMS_MAX) otherwise, a
+ * string is NULL or not UTF-8, ext is not an object, or ttl/now are out of range: all are caller
+ * or policy bugs, never the client's. On error out and jti_out are empty strings. */
 enum broker_err mint_token(const struct signing_key *key, const struct mint_input *in, char *out, size_t cap,
                            size_t *out_len, char jti_out[48]) BROKER_WUR;
 

@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #define STORE_STATEMENT_TIMEOUT_MS "5000"
+/* added to every session's options, after the caller's (see store_open) */
+#define STORE_OPTIONS "-c statement_timeout=" STORE_STATEMENT_TIMEOUT_MS " -c array_nulls=on"
 #define STORE_MIGRATE_LOCK "7236952796468326770"  /* pg_advisory_lock key: any fixed bigint */
 #define STORE_MAX_MIGRATIONS 1000
 #define STORE_MAX_MIGRATION_BYTES (1024 * 1024)
@@ -182,15 +184,14 @@ enum broker_err store_open(const char *conninfo, struct store **out)
             val[n++] = defaults[i][1];
         }
     }
-    size_t olen = strlen(user_options) + 64;
+    size_t olen = strlen(user_options) + 1 + sizeof(STORE_OPTIONS);
     options = malloc(olen);
     if (!options) {
         rc = BROKER_ERR_NOMEM;
         goto cleanup;
     }
     /* array_nulls=on: the audit batch writes a NULL element as NULL; off would store "NULL" */
-    snprintf(options, olen, "%s%s-c statement_timeout=%s -c array_nulls=on", user_options, *user_options ? " " : "",
-             STORE_STATEMENT_TIMEOUT_MS);
+    snprintf(options, olen, "%s%s" STORE_OPTIONS, user_options, *user_options ? " " : "");
     kw[n] = "options";
     val[n++] = options;
     /* Every text we send is UTF-8, and the audit batch's array literals are only safe if the
