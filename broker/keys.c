@@ -1,13 +1,11 @@
-/* Broker's signing keys: files on disk, classification by time, our JWKS, ES256 signing.
- * Private keys are parsed once per load (PEM parsing costs ~400 µs); signing reuses a
- * per-thread EVP_PKEY_CTX over a precomputed digest (the hot path). */
+/* Broker's signing keys: files on disk, classification by time, our JWKS. Private keys are
+ * parsed once per load (PEM parsing costs ~400 µs); signing with them is keys_sign.c. */
 #include "keys.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +26,6 @@
 #include <openssl/x509.h>
 
 #include "b64.h"
-#include "prof.h"
 
 #define KEYS_PEM_MAX 16384
 #define KEYS_META_MAX 4096
@@ -672,140 +669,5 @@ out:
     keys_free(ring);
     if (dfd >= 0)
         close(dfd);
-    return rc;
-}
-
-/* Per-thread signing state. ES256 signs through OpenSSL's EC_KEY method directly: it is the very
- * code the EVP provider runs (the provider's ecdsa_sign calls ECDSA_sign_ex on the same EC_KEY),
- * minus the provider dispatch, the DER encoding of (r, s) and our decoding of it again — about
- * 2 µs of the ~30 µs sign here (`make bench`). The API is deprecated in OpenSSL 3.0, not removed;
- * the two calls are fenced below. We hold a reference to the EVP_PKEY as well as to its EC_KEY,
- * so a cached pointer can never be reused by a different key while we compare against it. */
-struct keys_sign_ctx {
-    EVP_PKEY *pkey;  /* a reference of our own */
-    EC_KEY *ec;      /* pkey's legacy EC_KEY, a reference of our own */
-    EVP_MD *sha256;
-};
-
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-static EC_KEY *keys_ec_key(EVP_PKEY *pkey)
-{
-    return EVP_PKEY_get1_EC_KEY(pkey); /* made once per key, cached inside pkey under its lock */
-}
-
-static ECDSA_SIG *keys_ecdsa_sign(const uint8_t digest[32], EC_KEY *ec)
-{
-    return ECDSA_do_sign(digest, 32, ec);
-}
-
-static void keys_ec_key_free(EC_KEY *ec)
-{
-    EC_KEY_free(ec);
-}
-#pragma GCC diagnostic pop
-
-static pthread_key_t keys_tls;
-static pthread_once_t keys_tls_once = PTHREAD_ONCE_INIT;
-static int keys_tls_ready;
-
-static void keys_sign_ctx_free(void *p)
-{
-    struct keys_sign_ctx *c = p;
-    if (!c)
-        return;
-    keys_ec_key_free(c->ec);
-    EVP_PKEY_free(c->pkey);
-    EVP_MD_free(c->sha256);
-    free(c);
-}
-
-static void keys_tls_init(void)
-{
-    keys_tls_ready = pthread_key_create(&keys_tls, keys_sign_ctx_free) == 0;
-}
-
-void keys_thread_cleanup(void)
-{
-    if (pthread_once(&keys_tls_once, keys_tls_init) != 0 || !keys_tls_ready)
-        return;
-    keys_sign_ctx_free(pthread_getspecific(keys_tls));
-    pthread_setspecific(keys_tls, NULL);
-}
-
-static struct keys_sign_ctx *keys_sign_ctx_get(EVP_PKEY *pkey)
-{
-    struct keys_sign_ctx *c;
-    if (pthread_once(&keys_tls_once, keys_tls_init) != 0 || !keys_tls_ready)
-        return NULL;
-    c = pthread_getspecific(keys_tls);
-    if (!c) {
-        c = calloc(1, sizeof(*c));
-        if (!c)
-            return NULL;
-        c->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
-        if (!c->sha256 || pthread_setspecific(keys_tls, c) != 0) {
-            keys_sign_ctx_free(c);
-            return NULL;
-        }
-    }
-    if (c->pkey != pkey) {
-        keys_ec_key_free(c->ec);
-        EVP_PKEY_free(c->pkey);
-        c->ec = NULL;
-        c->pkey = NULL;
-        if (EVP_PKEY_up_ref(pkey) != 1)
-            return NULL;
-        c->pkey = pkey;
-        if (!(c->ec = keys_ec_key(pkey))) {
-            EVP_PKEY_free(c->pkey);
-            c->pkey = NULL;
-            return NULL;
-        }
-    }
-    return c;
-}
-
-/* A scalar below the group order into 32 big-endian bytes. Not BN_bn2binpad: that one is
- * constant-time, and r and s are public the moment they are computed. */
-static bool keys_bn32(const BIGNUM *v, uint8_t out[32])
-{
-    int n = BN_num_bytes(v);
-    if (n < 0 || n > 32)
-        return false;
-    memset(out, 0, (size_t)(32 - n));
-    return BN_bn2bin(v, out + 32 - n) == n;
-}
-
-enum broker_err keys_sign(const struct signing_key *k, const uint8_t *msg, size_t len, uint8_t sig[64])
-{
-    uint8_t digest[32];
-    unsigned int dlen = 0;
-    enum broker_err rc = BROKER_ERR_INTERNAL;
-    struct keys_sign_ctx *c;
-    ECDSA_SIG *es = NULL;
-    const BIGNUM *r, *s;
-
-    if (!k || !k->pkey || (!msg && len > 0))
-        return BROKER_ERR_INTERNAL;
-    c = keys_sign_ctx_get(k->pkey);
-    if (!c)
-        return BROKER_ERR_NOMEM;
-    if (EVP_Digest(msg, len, digest, &dlen, c->sha256, NULL) != 1 || dlen != sizeof(digest))
-        goto out;
-    int64_t t0 = prof_begin();
-    es = keys_ecdsa_sign(digest, c->ec);
-    prof_end(PROF_SIGN, t0);
-    if (!es)
-        goto out;
-    ECDSA_SIG_get0(es, &r, &s);
-    /* JWS's r || s (RFC 7518 §3.4) */
-    if (!keys_bn32(r, sig) || !keys_bn32(s, sig + 32))
-        goto out;
-    rc = BROKER_OK;
-out:
-    ECDSA_SIG_free(es);
-    if (rc != BROKER_OK)
-        OPENSSL_cleanse(sig, 64);
     return rc;
 }

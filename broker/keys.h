@@ -65,6 +65,21 @@ enum broker_err keys_prune(const char *dir, int64_t now, int64_t max_token_ttl_s
 /* ES256 over msg (SHA-256, random nonce); sig receives 64 bytes r||s. Thread-safe; reuses a
  * per-thread signing context bound to the last key that thread used. */
 enum broker_err keys_sign(const struct signing_key *k, const uint8_t *msg, size_t len, uint8_t sig[64]) BROKER_WUR;
+/* One message of keys_sign_batch: msg/len in, sig and rc out. */
+struct keys_sign_item {
+    const uint8_t *msg;
+    size_t len;
+    uint8_t sig[64];
+    enum broker_err rc;
+};
+/* Messages signed together at most (a larger n is signed in chunks), and at least: below that
+ * the two inversions a batch costs (~40 µs) outweigh what it saves (~10 µs a signature). */
+#define KEYS_SIGN_BATCH_MAX 64
+#define KEYS_SIGN_BATCH_MIN 6
+/* keys_sign over n messages: the same signatures (each with its own hedged nonce), at about two
+ * thirds of the CPU when there are several (see keys_sign.c). Each item gets its own rc.
+ * Returns how many were signed together (the others, if any, were signed one by one). */
+size_t keys_sign_batch(const struct signing_key *k, struct keys_sign_item *items, size_t n);
 /* Releases this thread's signing context and its reference to the last key it used (a
  * thread-exit destructor does the same; the main thread should call it before exit). */
 void keys_thread_cleanup(void);

@@ -32,13 +32,18 @@ int64_t prof_begin(void)
     return prof_on ? thread_ns() : 0;
 }
 
-void prof_end(enum prof_op op, int64_t t0)
+void prof_end_n(enum prof_op op, int64_t t0, uint64_t n)
 {
     if (t0 == 0 || (unsigned)op >= PROF__COUNT)
         return;
     int64_t d = thread_ns() - t0;
     atomic_fetch_add_explicit(&prof_ns[op], d > 0 ? (uint64_t)d : 0, memory_order_relaxed);
-    atomic_fetch_add_explicit(&prof_n[op], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&prof_n[op], n, memory_order_relaxed);
+}
+
+void prof_end(enum prof_op op, int64_t t0)
+{
+    prof_end_n(op, t0, 1);
 }
 
 size_t prof_metrics(char *out, size_t cap)

@@ -13,6 +13,8 @@ enum prof_op { PROF_VERIFY, PROF_SIGN, PROF__COUNT };
 int64_t prof_begin(void);
 /* Adds the thread CPU time since t0 to op; nothing when t0 is 0. */
 void prof_end(enum prof_op op, int64_t t0);
+/* prof_end for n operations done together (a batch of signatures). */
+void prof_end_n(enum prof_op op, int64_t t0, uint64_t n);
 /* Prometheus text (broker_crypto_cpu_seconds_total{op}, broker_crypto_ops_total{op}) when
  * profiling is on, nothing otherwise. Whole lines, NUL-terminated; returns bytes written. */
 size_t prof_metrics(char *out, size_t cap);

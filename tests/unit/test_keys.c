@@ -699,6 +699,93 @@ static void test_sign_across_reload(void **state)
     }
 }
 
+/* The batch signer: every signature verifies over its own message and no other, every nonce is
+ * fresh (even for one message signed twice in a batch), batches from KEYS_SIGN_BATCH_MIN on are
+ * signed together (not silently one by one), and sizes around the limits (chunks of
+ * KEYS_SIGN_BATCH_MAX, a small remainder) all come out right. */
+static void test_sign_batch_sizes(void **state)
+{
+    struct fx *f = *state;
+    char kid[KEYS_KID_MAX + 1];
+    struct keyring *r = NULL;
+    static const size_t sizes[] = {0, 1, KEYS_SIGN_BATCH_MIN - 1, KEYS_SIGN_BATCH_MIN, 7, KEYS_SIGN_BATCH_MAX,
+                                   KEYS_SIGN_BATCH_MAX + 1, KEYS_SIGN_BATCH_MAX + KEYS_SIGN_BATCH_MIN, 150};
+    enum { MAXN = 150 };
+    static struct keys_sign_item it[MAXN];
+    static char msgs[MAXN][32];
+    gen_one(f, kid);
+    assert_int_equal(keys_load(f->dir, T0, &r), BROKER_OK);
+    for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+        size_t n = sizes[si], expect_together = 0;
+        for (size_t i = 0; i < n; i++) {
+            /* the last two items carry the same message: their nonces must still differ */
+            snprintf(msgs[i], sizeof(msgs[i]), "h.p-%zu-%zu", n, i + 1 == n && n > 1 ? i - 1 : i);
+            it[i] = (struct keys_sign_item){.msg = (const uint8_t *)msgs[i], .len = strlen(msgs[i]), .rc = BROKER_OK};
+            memset(it[i].sig, 0, sizeof(it[i].sig));
+        }
+        for (size_t left = n; left > 0;) {
+            size_t m = left < KEYS_SIGN_BATCH_MAX ? left : KEYS_SIGN_BATCH_MAX;
+            expect_together += m >= KEYS_SIGN_BATCH_MIN ? m : 0;
+            left -= m;
+        }
+        assert_int_equal(keys_sign_batch(r->active, it, n), expect_together);
+        for (size_t i = 0; i < n; i++) {
+            assert_int_equal(it[i].rc, BROKER_OK);
+            expect_sig_verifies(r->active->pkey, it[i].msg, it[i].len, it[i].sig);
+            for (size_t j = 0; j < i; j++)
+                assert_memory_not_equal(it[i].sig, it[j].sig, 32); /* r differs: k differs */
+        }
+        if (n > 1) { /* a signature does not verify over its neighbour's message */
+            ECDSA_SIG *es = ECDSA_SIG_new();
+            ECDSA_SIG_set0(es, BN_bin2bn(it[0].sig, 32, NULL), BN_bin2bn(it[0].sig + 32, 32, NULL));
+            unsigned char *der = NULL;
+            int dlen = i2d_ECDSA_SIG(es, &der);
+            EVP_MD_CTX *md = EVP_MD_CTX_new();
+            assert_int_equal(EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, r->active->pkey), 1);
+            assert_int_not_equal(EVP_DigestVerify(md, der, (size_t)dlen, it[1].msg, it[1].len), 1);
+            EVP_MD_CTX_free(md);
+            OPENSSL_free(der);
+            ECDSA_SIG_free(es);
+        }
+    }
+    /* no key: every item fails, nothing is signed */
+    it[0] = (struct keys_sign_item){.msg = (const uint8_t *)"m", .len = 1};
+    assert_int_equal(keys_sign_batch(NULL, it, 1), 0);
+    assert_int_equal(it[0].rc, BROKER_ERR_INTERNAL);
+    keys_free(r);
+}
+
+/* 3,000 batch signatures (about 47 with a short r or s) all verify; batches alternate between two
+ * keys so the thread's batch state is rebuilt for each key while the ring lives. */
+static void test_sign_batch_many_two_keys(void **state)
+{
+    struct fx *f = *state;
+    char k1[KEYS_KID_MAX + 1], k2[KEYS_KID_MAX + 1];
+    struct keyring *r = NULL;
+    struct keys_sign_item it[KEYS_SIGN_BATCH_MAX];
+    char msgs[KEYS_SIGN_BATCH_MAX][32];
+    int short_values = 0;
+    gen_one(f, k1);
+    assert_int_equal(keys_generate(f->dir, T0, DELAY, k2), BROKER_OK);
+    assert_int_equal(keys_load(f->dir, T0, &r), BROKER_OK);
+    assert_int_equal(r->n, 2);
+    for (int b = 0; b < 3000 / 50; b++) {
+        const struct signing_key *k = &r->keys[b % 2];
+        for (size_t i = 0; i < 50; i++) {
+            snprintf(msgs[i], sizeof(msgs[i]), "m-%d-%zu", b, i);
+            it[i] = (struct keys_sign_item){.msg = (const uint8_t *)msgs[i], .len = strlen(msgs[i])};
+        }
+        assert_int_equal(keys_sign_batch(k, it, 50), 50);
+        for (size_t i = 0; i < 50; i++) {
+            assert_int_equal(it[i].rc, BROKER_OK);
+            expect_sig_verifies(k->pkey, it[i].msg, it[i].len, it[i].sig);
+            short_values += it[i].sig[0] == 0 || it[i].sig[32] == 0;
+        }
+    }
+    assert_true(short_values > 0);
+    keys_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -722,6 +809,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sign_verifies_and_tamper_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sign_concurrent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sign_across_reload, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sign_batch_sizes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sign_batch_many_two_keys, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
