@@ -106,6 +106,15 @@ struct xjob {
     struct policy_set *set;
     const struct issuer_cfg *issuer;
     enum broker_err result;
+    /* between mint_and_decide and on_sign_later: the token's signing input is in minted */
+    struct keyring_ref *kr;       /* holds sk */
+    const struct signing_key *sk;
+    struct xjob *sign_prev, *sign_next; /* this thread's sign_pending list */
+    bool sign_pending, signed_done;
+    enum broker_err sign_rc;
+    size_t signing_len;
+    uint8_t sig[64];
+    char jti[48];
     char scope[2048];
     int64_t expires_in;
     size_t minted_len;
@@ -138,9 +147,15 @@ static struct xjob *job_new(void)
     return j;
 }
 
+static void sign_pending_unlink(struct xjob *j);
+
 static void job_free(struct xjob *j)
 {
     http_defer_release(j->defer, &j->r);
+    if (j->sign_pending)
+        sign_pending_unlink(j);
+    if (j->kr != NULL)
+        state_keys_put(j->kr);
     if (j->have_jwt && jalloc_arena_whole(&j->arena))
         memset(&j->jwt, 0, sizeof(j->jwt)); /* every node is in the block: dropped with it, unwalked */
     else if (j->have_jwt)
@@ -568,7 +583,111 @@ static char *explain_claim_too_long(const struct policy_result *res, const char 
     return buf_take(&b); /* names are bounded (BROKER_MAX_CLAIM_NAME_LEN): it fits */
 }
 
-/* Minting and the issue's audit record, once every check has passed. */
+/* Tokens written in this loop iteration and waiting for their signature: the first of their
+ * on_sign_later callbacks signs them all together (keys_sign_batch), the others find theirs
+ * done. A job leaves the list when signed or freed (job_free). */
+static _Thread_local struct xjob *sign_head;
+
+static void sign_pending_add(struct xjob *j)
+{
+    j->sign_prev = NULL;
+    j->sign_next = sign_head;
+    if (sign_head != NULL)
+        sign_head->sign_prev = j;
+    sign_head = j;
+    j->sign_pending = true;
+}
+
+static void sign_pending_unlink(struct xjob *j)
+{
+    if (j->sign_prev != NULL)
+        j->sign_prev->sign_next = j->sign_next;
+    else
+        sign_head = j->sign_next;
+    if (j->sign_next != NULL)
+        j->sign_next->sign_prev = j->sign_prev;
+    j->sign_prev = j->sign_next = NULL;
+    j->sign_pending = false;
+}
+
+/* Signs every pending job still wanted, by key (all share one key but across a key rotation),
+ * KEYS_SIGN_BATCH_MAX at a time. Jobs whose client went away stay for their own callback to free. */
+static void sign_pending_run(void)
+{
+    struct keys_sign_item items[KEYS_SIGN_BATCH_MAX];
+    struct xjob *batch[KEYS_SIGN_BATCH_MAX];
+    for (;;) {
+        const struct signing_key *sk = NULL;
+        size_t n = 0;
+        for (struct xjob *j = sign_head; j != NULL && n < KEYS_SIGN_BATCH_MAX; j = j->sign_next) {
+            if (j->r == NULL || (sk != NULL && j->sk != sk))
+                continue;
+            sk = j->sk;
+            items[n] = (struct keys_sign_item){.msg = (const uint8_t *)j->minted, .len = j->signing_len};
+            batch[n++] = j;
+        }
+        if (n == 0)
+            return;
+        (void)keys_sign_batch(sk, items, n);
+        for (size_t i = 0; i < n; i++) {
+            sign_pending_unlink(batch[i]);
+            batch[i]->sign_rc = items[i].rc;
+            memcpy(batch[i]->sig, items[i].sig, sizeof(items[i].sig));
+            batch[i]->signed_done = true;
+        }
+    }
+}
+
+static void record_match(struct xjob *j)
+{
+    const struct policy_result *res = &j->res;
+    j->audit.rec.identity = dup_str(res->identity->name);
+    j->audit.rec.policy = dup_str(res->policy->name);
+    j->audit.rec.scope = dup_str(res->scope);
+    j->audit.rec.audience = dup_str(res->audience);
+}
+
+/* The token is signed: finish it, then the issue's audit record. */
+static void mint_done(struct xjob *j)
+{
+    const struct policy_result *res = &j->res;
+    enum broker_err e = j->signed_done ? j->sign_rc : BROKER_ERR_INTERNAL;
+    if (e == BROKER_OK)
+        e = mint_finish(j->minted, sizeof(j->minted), j->signing_len, j->sig, &j->minted_len);
+    state_keys_put(j->kr);
+    j->kr = NULL;
+    j->sk = NULL;
+    record_match(j);
+    if (e != BROKER_OK) {
+        decide(j, e, NULL);
+        return;
+    }
+    j->audit.rec.token_jti = strdup(j->jti);
+    snprintf(j->scope, sizeof(j->scope), "%s", res->scope);
+    j->expires_in = res->ttl_s;
+    /* the explanation of an issue is short: built without a JSON tree (hot path); names are
+     * checked ASCII (policy_doc.c), so it always fits */
+    struct mint_buf b = buf_new(6 * (strlen(res->identity->name) + strlen(res->policy->name)) + 64);
+    MINT_LIT(&b, "{\"stage\":\"policy\",\"reason\":\"ok\",\"identity\":");
+    mint_str(&b, res->identity->name);
+    MINT_LIT(&b, ",\"policy\":");
+    mint_str(&b, res->policy->name);
+    MINT_LIT(&b, "}");
+    decide(j, BROKER_OK, buf_take(&b));
+}
+
+static void on_sign_later(struct loop_msg *m)
+{
+    struct xjob *j = job_still_wanted(m);
+    if (j == NULL)
+        return;
+    if (!j->signed_done)
+        sign_pending_run();
+    mint_done(j);
+}
+
+/* Minting and the issue's audit record, once every check has passed: the token is written
+ * here and signed with the loop iteration's other tokens (on_sign_later). */
 static void mint_and_decide(struct xjob *j)
 {
     enum broker_err e;
@@ -610,32 +729,21 @@ static void mint_and_decide(struct xjob *j)
         .src_policy = res->policy->name,
         .ext = ext,
     };
-    char jti[48];
     e = too_long != NULL ? BROKER_ERR_CLAIM_TOO_LONG
-        : sk         ? mint_token(sk, &mi, j->minted, sizeof(j->minted), &j->minted_len, jti)
+        : sk         ? mint_prepare(sk, &mi, j->minted, sizeof(j->minted), &j->signing_len, j->jti)
                      : BROKER_ERR_INTERNAL;
     json_decref(ext);
-    state_keys_put(kr);
-    j->audit.rec.identity = dup_str(res->identity->name);
-    j->audit.rec.policy = dup_str(res->policy->name);
-    j->audit.rec.scope = dup_str(res->scope);
-    j->audit.rec.audience = dup_str(res->audience);
     if (e != BROKER_OK) {
+        state_keys_put(kr);
+        record_match(j);
         decide(j, e, e == BROKER_ERR_CLAIM_TOO_LONG ? explain_claim_too_long(res, too_long) : NULL);
         return;
     }
-    j->audit.rec.token_jti = strdup(jti);
-    snprintf(j->scope, sizeof(j->scope), "%s", res->scope);
-    j->expires_in = res->ttl_s;
-    /* the explanation of an issue is short: built without a JSON tree (hot path); names are
-     * checked ASCII (policy_doc.c), so it always fits */
-    struct mint_buf b = buf_new(6 * (strlen(res->identity->name) + strlen(res->policy->name)) + 64);
-    MINT_LIT(&b, "{\"stage\":\"policy\",\"reason\":\"ok\",\"identity\":");
-    mint_str(&b, res->identity->name);
-    MINT_LIT(&b, ",\"policy\":");
-    mint_str(&b, res->policy->name);
-    MINT_LIT(&b, "}");
-    decide(j, BROKER_OK, buf_take(&b));
+    j->kr = kr;
+    j->sk = sk;
+    sign_pending_add(j);
+    j->msg.cb = on_sign_later;
+    http_later(j->loop, &j->msg);
 }
 
 static void on_refetched_loop(struct loop_msg *m)

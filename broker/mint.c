@@ -214,29 +214,28 @@ static size_t mint_need(size_t header_len, size_t claims_len)
     return B64URL_ENCODED_LEN(header_len) + 1 + B64URL_ENCODED_LEN(claims_len) + 1 + B64URL_ENCODED_LEN(64) + 1;
 }
 
-enum broker_err mint_token(const struct signing_key *key, const struct mint_input *in, char *out, size_t cap,
-                           size_t *out_len, char jti_out[48])
+enum broker_err mint_prepare(const struct signing_key *key, const struct mint_input *in, char *out, size_t cap,
+                             size_t *signing_len, char jti_out[48])
 {
     char claims[MINT_CLAIMS_MAX], header[32 + 6 * KEYS_KID_MAX];
     struct mint_buf cb = {claims, 0, sizeof(claims), false};
     struct mint_buf hb = {header, 0, sizeof(header), false};
-    uint8_t rnd[16], sig[64];
+    uint8_t rnd[16];
     char jti[MINT_JTI_LEN + 1];
     int64_t exp;
     size_t o;
-    enum broker_err rc = BROKER_ERR_INTERNAL;
 
     if (cap > 0)
         out[0] = 0;
     jti_out[0] = 0;
-    *out_len = 0;
+    *signing_len = 0;
     if (!key || !in || in->now < 0 || in->ttl_s <= 0 || in->ttl_s > BROKER_MAX_TTL_S ||
         __builtin_add_overflow(in->now, in->ttl_s, &exp))
-        goto out;
+        return BROKER_ERR_INTERNAL;
     if (in->ext && !json_is_object(in->ext))
-        goto out;
+        return BROKER_ERR_INTERNAL;
     if (rnd_bytes(rnd, sizeof(rnd)) != BROKER_OK)
-        goto out;
+        return BROKER_ERR_INTERNAL;
     jti[b64url_encode(rnd, sizeof(rnd), jti)] = 0;
 
     MINT_LIT(&hb, "{\"alg\":\"ES256\",\"typ\":\"at+jwt\",\"kid\":");
@@ -249,23 +248,48 @@ enum broker_err mint_token(const struct signing_key *key, const struct mint_inpu
         struct mint_buf wo = {claims, 0, sizeof(claims), false};
         mint_claims(&wo, in, exp, jti, false);
         if (!hb.failed && !wo.failed && mint_need(hb.len, wo.len) <= cap)
-            rc = BROKER_ERR_CLAIM_TOO_LONG;
-        goto out;
+            return BROKER_ERR_CLAIM_TOO_LONG;
+        return BROKER_ERR_INTERNAL;
     }
     o = b64url_encode((const uint8_t *)header, hb.len, out);
     out[o++] = '.';
     o += b64url_encode((const uint8_t *)claims, cb.len, out + o);
-    rc = keys_sign(key, (const uint8_t *)out, o, sig);
-    if (rc != BROKER_OK)
-        goto out;
+    *signing_len = o;
+    memcpy(jti_out, jti, sizeof(jti));
+    return BROKER_OK;
+}
+
+enum broker_err mint_finish(char *out, size_t cap, size_t signing_len, const uint8_t sig[64], size_t *out_len)
+{
+    *out_len = 0;
+    if (signing_len == 0 || cap < signing_len + 1 + B64URL_ENCODED_LEN(64) + 1) {
+        if (cap > 0)
+            out[0] = 0;
+        return BROKER_ERR_INTERNAL;
+    }
+    size_t o = signing_len;
     out[o++] = '.';
-    o += b64url_encode(sig, sizeof(sig), out + o);
+    o += b64url_encode(sig, 64, out + o);
     out[o] = 0;
     *out_len = o;
-    memcpy(jti_out, jti, sizeof(jti));
-    rc = BROKER_OK;
-out:
-    if (rc != BROKER_OK && cap > 0)
-        out[0] = 0;
+    return BROKER_OK;
+}
+
+enum broker_err mint_token(const struct signing_key *key, const struct mint_input *in, char *out, size_t cap,
+                           size_t *out_len, char jti_out[48])
+{
+    uint8_t sig[64];
+    size_t signing_len = 0;
+    enum broker_err rc = mint_prepare(key, in, out, cap, &signing_len, jti_out);
+    *out_len = 0;
+    if (rc == BROKER_OK)
+        rc = keys_sign(key, (const uint8_t *)out, signing_len, sig);
+    if (rc == BROKER_OK)
+        rc = mint_finish(out, cap, signing_len, sig, out_len);
+    if (rc != BROKER_OK) {
+        if (cap > 0)
+            out[0] = 0;
+        jti_out[0] = 0;
+    }
     return rc;
 }

@@ -35,6 +35,14 @@ struct mint_input {
  * or policy bugs, never the client's. On error out and jti_out are empty strings. */
 enum broker_err mint_token(const struct signing_key *key, const struct mint_input *in, char *out, size_t cap,
                            size_t *out_len, char jti_out[48]) BROKER_WUR;
+/* mint_token in two steps, so that an event loop can sign its tokens together
+ * (keys_sign_batch): mint_prepare writes header.claims (the signing input, not NUL-terminated)
+ * into out, its length into *signing_len and the jti, with mint_token's errors; mint_finish
+ * appends '.' and the signature (cap was checked by mint_prepare for the whole token). */
+enum broker_err mint_prepare(const struct signing_key *key, const struct mint_input *in, char *out, size_t cap,
+                             size_t *signing_len, char jti_out[48]) BROKER_WUR;
+enum broker_err mint_finish(char *out, size_t cap, size_t signing_len, const uint8_t sig[64],
+                            size_t *out_len) BROKER_WUR;
 
 /* A bounded append-only JSON text writer (the token's header and claims, and the exchange's
  * answer): once anything fails to fit, or a string is not UTF-8, every later append is a no-op
