@@ -20,6 +20,7 @@
 #include "keys.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +30,9 @@
 #include <openssl/evp.h>
 
 #include "prof.h"
+
+/* /metrics: signatures made together and alone, and the batches */
+static _Atomic uint64_t signed_together, signed_alone, sign_batches;
 
 /* BN_generate_dsa_nonce returns 0 with probability 2⁻²⁵⁶: retries are bounded, not expected. */
 #define KEYS_NONCE_TRIES 8
@@ -205,6 +209,7 @@ enum broker_err keys_sign(const struct signing_key *k, const uint8_t *msg, size_
     prof_end(PROF_SIGN, t0);
     if (!es || !keys_sig_out(es, sig))
         goto out;
+    atomic_fetch_add_explicit(&signed_alone, 1, memory_order_relaxed);
     rc = BROKER_OK;
 out:
     ECDSA_SIG_free(es);
@@ -368,5 +373,16 @@ size_t keys_sign_batch(const struct signing_key *k, struct keys_sign_item *items
         items += m;
         n -= m;
     }
+    if (together > 0) {
+        atomic_fetch_add_explicit(&signed_together, together, memory_order_relaxed);
+        atomic_fetch_add_explicit(&sign_batches, 1, memory_order_relaxed);
+    }
     return together;
+}
+
+void keys_sign_counts(uint64_t *together, uint64_t *alone, uint64_t *batches)
+{
+    *together = atomic_load_explicit(&signed_together, memory_order_relaxed);
+    *alone = atomic_load_explicit(&signed_alone, memory_order_relaxed);
+    *batches = atomic_load_explicit(&sign_batches, memory_order_relaxed);
 }

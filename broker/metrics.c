@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include "audit.h"
 #include "issuers.h"
+#include "keys.h"
 #include "prof.h"
 #include "revoked.h"
 #include "tokenreview.h"
@@ -87,6 +88,13 @@ size_t metrics_render(char *out, size_t cap)
            "# TYPE broker_audit_failures_total counter\nbroker_audit_failures_total %llu\n",
            audit_queue_depth(), audit_db_up() ? 1 : 0, (unsigned long long)audit_batches(),
            (unsigned long long)audit_rows(), (unsigned long long)audit_failures());
+    uint64_t together, alone, batches;
+    keys_sign_counts(&together, &alone, &batches);
+    APPEND("# HELP broker_signatures_total Tokens signed together with their loop iteration's others, or alone.\n"
+           "# TYPE broker_signatures_total counter\nbroker_signatures_total{mode=\"batch\"} %llu\n"
+           "broker_signatures_total{mode=\"alone\"} %llu\n"
+           "# TYPE broker_signature_batches_total counter\nbroker_signature_batches_total %llu\n",
+           (unsigned long long)together, (unsigned long long)alone, (unsigned long long)batches);
     size_t n = issuers_metrics(out + len, cap - len);
     if (n == 0 && cap - len < 2)
         return 0;

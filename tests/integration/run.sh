@@ -332,6 +332,21 @@ t_eq "a Broker token minted for another audience is not an admin credential (401
 t_eq "a tampered Broker token gets 401" "401" \
   "$(curl -sS -o /dev/null -w '%{http_code}' -H "authorization: Bearer ${OPS_TOKEN%?}$last" "$BROKER_URL/v1/identities")"
 
+# A burst on one connection reaches one loop iteration, whose tokens are signed together
+# (keys_sign_batch): all 24 are issued, all are valid admin credentials (the broker checks each
+# signature), and /metrics counts at least 6 of them as signed in a batch (24 requests arrive in
+# at most a few reads, so at least one read carries 6 or more).
+printf 'grant_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Agrant-type%%3Atoken-exchange&subject_token_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Atoken-type%%3Ajwt&subject_token=%s' \
+  "$(GOOD --sub repo:acme/ops:ref:refs/heads/main)" >"$WORK/ops_body.txt"
+batched() { curl -sS "$BROKER_URL/metrics" | awk '/^broker_signatures_total\{mode="batch"\}/{print $2}'; }
+b0=$(batched)
+burst=$(nghttp -m 24 -d "$WORK/ops_body.txt" -H 'content-type: application/x-www-form-urlencoded' "$BROKER_URL/v1/token" 2>&1 |
+  grep -o '"access_token":"[^"]*"' | cut -d'"' -f4 | sort -u)
+t_eq "a burst of 24 exchanges on one connection: 24 distinct tokens" "24" "$(grep -c . <<<"$burst")"
+codes=$(while read -r t; do curl -sS -o /dev/null -w '%{http_code} ' -H "authorization: Bearer $t" "$BROKER_URL/v1/identities"; done <<<"$burst")
+t_eq "…every one of them verifies (a valid admin credential)" "$(printf '200 %.0s' $(seq 24))" "$codes"
+t_eq "…at least 6 were signed in a batch (/metrics)" "yes" "$(awk -v a="$b0" -v b="$(batched)" 'BEGIN{print (b - a >= 6) ? "yes" : "no: " a " -> " b}')"
+
 # ---------------------------------------------------------------- hostile input
 hostile() { # NAME TOKEN
   t_match "hostile: $1" '^400 .*"invalid_grant"' "$(exchange "$2")"
