@@ -164,7 +164,9 @@ static void job_free(struct xjob *j)
     if (j->set != NULL)
         policy_set_unref(j->set);
     audit_record_clear(&j->audit.rec);
-    OPENSSL_cleanse(j->minted, j->minted_len);
+    /* a signed but unfinished token (its request went away in between) is a credential too */
+    OPENSSL_cleanse(j->minted, j->minted_len > j->signing_len ? j->minted_len : j->signing_len);
+    OPENSSL_cleanse(j->sig, sizeof(j->sig));
     if (job_pool_n < JOB_POOL_MAX) {
         job_pool[job_pool_n++] = j;
     } else {

@@ -100,7 +100,7 @@ static void keys_batch_state_free(struct keys_sign_ctx *c)
     BN_free(c->p);
     BN_free(c->p_minus_2);
     BN_free(c->n_minus_2);
-    EC_POINT_free(c->pt);
+    EC_POINT_clear_free(c->pt);
     c->bn = NULL;
     c->mont_p = NULL;
     c->p = c->p_minus_2 = c->n_minus_2 = NULL;
@@ -298,7 +298,8 @@ static bool keys_batch(struct keys_sign_ctx *c, struct keys_sign_item *it, size_
     for (size_t i = 0; i < n; i++) {
         unsigned int dlen = 0;
         int tries = 0;
-        if (EVP_Digest(it[i].msg, it[i].len, dg[i], &dlen, c->sha256, NULL) != 1 || dlen != 32)
+        if ((it[i].msg == NULL && it[i].len > 0) ||
+            EVP_Digest(it[i].msg, it[i].len, dg[i], &dlen, c->sha256, NULL) != 1 || dlen != 32)
             goto out;
         do {
             if (++tries > KEYS_NONCE_TRIES || BN_generate_dsa_nonce(k[i], order, priv, dg[i], 32, bn) != 1)
@@ -345,6 +346,8 @@ out:
         BN_clear(inv);
     OPENSSL_cleanse(dg, sizeof(dg));
     BN_CTX_end(bn);
+    if (EC_POINT_set_to_infinity(g, c->pt) != 1) /* the last k·G's coordinates, like k, are secret */
+        keys_batch_state_free(c);
     return ok;
 }
 
@@ -360,8 +363,11 @@ size_t keys_sign_batch(const struct signing_key *k, struct keys_sign_item *items
             struct keys_sign_ctx *c = keys_sign_ctx_get(k->pkey);
             if (c != NULL && keys_batch_state(c)) {
                 int64_t t0 = prof_begin();
+                uint64_t ok = 0;
                 batched = keys_batch(c, items, m);
-                prof_end_n(PROF_SIGN, t0, batched ? m : 0);
+                for (size_t i = 0; batched && i < m; i++)
+                    ok += items[i].rc == BROKER_OK;
+                prof_end_n(PROF_SIGN, t0, ok); /* what is left is signed (and counted) alone */
             }
         }
         for (size_t i = 0; i < m; i++) { /* a small batch, or what the batch could not sign */

@@ -92,12 +92,15 @@ shares() { # NAME: where the scenario's broker CPU went, by thread
 SLICES=${BENCH_SLICES:-4}
 # BENCH_PERF=FILE records a CPU profile of the broker during h2c-reuse (perf record -g)
 [ -n "${BENCH_PERF:-}" ] && { perf record ${BENCH_PERF_ARGS:--g} -o "$BENCH_PERF" -p "$BPID" >/dev/null 2>&1 & PERFPID=$!; sleep 0.5; }
+sigs() { curl -fsS "$BROKER_URL/metrics" | awk '/^broker_signatures_total\{mode="batch"\}/{b=$2} /^broker_signatures_total\{mode="alone"\}/{a=$2} /^broker_signature_batches_total/{n=$2} END{print b + 0, a + 0, n + 0}'; }
+read -r sb0 sa0 sn0 < <(sigs)
 floor_sample
 for ((k = 0; k < SLICES; k++)); do
   slice h2c-reuse "$((N / SLICES))" -n "$((N / SLICES))" -c 8 -m 16 "$BROKER_URL/v1/token"
   floor_sample
 done
 [ -n "${BENCH_PERF:-}" ] && { kill -INT "$PERFPID"; wait "$PERFPID" 2>/dev/null || true; }
+read -r sb1 sa1 sn1 < <(sigs)
 [ -n "${BENCH_PERF_TLS:-}" ] && { perf record -g -o "$BENCH_PERF_TLS" -p "$BPID" >/dev/null 2>&1 & PERFPID=$!; sleep 0.5; }
 slice tls-new "$NTLS" -n "$NTLS" -c "$NTLS" -m 1 "https://127.0.0.1:$TLS_PORT/v1/token"
 [ -n "${BENCH_PERF_TLS:-}" ] && { kill -INT "$PERFPID"; wait "$PERFPID" 2>/dev/null || true; }
@@ -106,6 +109,9 @@ report h2c-reuse 0 "$SLICES"
 report tls-new "$SLICES" "$((SLICES + 1))"
 shares h2c-reuse
 shares tls-new
+# how the h2c-reuse tokens were signed: together with their loop iteration's others, or alone
+awk -v b=$((sb1 - sb0)) -v a=$((sa1 - sa0)) -v n=$((sn1 - sn0)) 'BEGIN { if (a + b > 0)
+  printf "bench: signatures scenario=h2c-reuse in_batches=%.0f%% mean_batch=%.1f\n", 100 * b / (a + b), n ? b / n : 0 }'
 # the floor samples themselves, in order: how much the machine drifted during this run
 awk -v v="${FLOOR_V[*]}" -v s="${FLOOR_S[*]}" 'BEGIN { n = split(v, a, " "); split(s, b, " "); lo = hi = a[1] + b[1]
   for (i = 1; i <= n; i++) { f = a[i] + b[i]; lst = lst sprintf("%s%.1f", i > 1 ? "," : "", f); if (f < lo) lo = f; if (f > hi) hi = f }

@@ -287,6 +287,53 @@ static void test_tampered_token_rejected(void **state)
     assert_int_not_equal(libjwt_check_sig(f, tok), 0);
 }
 
+/* The exchange's path: 20 tokens written with mint_prepare, signed together by keys_sign_batch,
+ * finished with mint_finish. libjwt (the independent implementation) accepts every one, each has
+ * its own jti, and mint_finish refuses a buffer without room for the signature. */
+static void test_prepare_batch_finish(void **state)
+{
+    struct fx *f = *state;
+    struct mint_input in = base_input();
+    enum { N = 20 };
+    static char tok[N][BROKER_MAX_MINTED_LEN];
+    char jti[N][48];
+    size_t slen[N], len = 0;
+    struct keys_sign_item it[N];
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(mint_prepare(f->ring->active, &in, tok[i], sizeof(tok[i]), &slen[i], jti[i]), BROKER_OK);
+        assert_int_equal(strlen(jti[i]), MINT_JTI_LEN);
+        assert_non_null(memchr(tok[i], '.', slen[i])); /* header.claims, no signature yet */
+        it[i] = (struct keys_sign_item){.msg = (const uint8_t *)tok[i], .len = slen[i]};
+    }
+    assert_int_equal(keys_sign_batch(f->ring->active, it, N), N);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(it[i].rc, BROKER_OK);
+        /* no room for '.', 86 characters of signature and the NUL: refused, out emptied */
+        assert_int_equal(mint_finish(tok[i], slen[i] + 87, slen[i], it[i].sig, &len), BROKER_ERR_INTERNAL);
+        assert_int_equal(len, 0);
+        assert_int_equal(mint_finish(tok[i], sizeof(tok[i]), 0, it[i].sig, &len), BROKER_ERR_INTERNAL);
+        /* tok[i] was emptied by the refusal: write it again, then finish for real */
+        char j2[48];
+        assert_int_equal(mint_prepare(f->ring->active, &in, tok[i], sizeof(tok[i]), &slen[i], j2), BROKER_OK);
+        memcpy(jti[i], j2, sizeof(j2));
+        it[i] = (struct keys_sign_item){.msg = (const uint8_t *)tok[i], .len = slen[i]};
+    }
+    assert_int_equal(keys_sign_batch(f->ring->active, it, N), N);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(it[i].rc, BROKER_OK);
+        assert_int_equal(mint_finish(tok[i], slen[i] + 88, slen[i], it[i].sig, &len), BROKER_OK);
+        assert_int_equal(len, slen[i] + 87);
+        assert_int_equal(strlen(tok[i]), len);
+        assert_int_equal(libjwt_check_sig(f, tok[i]), 0);
+        for (int k = 0; k < i; k++)
+            assert_string_not_equal(jti[i], jti[k]);
+    }
+    /* one changed character of the claims: libjwt refuses it */
+    char *p = strchr(tok[0], '.') + 5;
+    *p = *p == 'A' ? 'B' : 'A';
+    assert_int_not_equal(libjwt_check_sig(f, tok[0]), 0);
+}
+
 static void test_ext_omitted_when_null_or_empty(void **state)
 {
     struct fx *f = *state;
@@ -507,6 +554,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_mint_verifies_and_claims_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tampered_token_rejected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prepare_batch_finish, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ext_omitted_when_null_or_empty, setup, teardown),
         cmocka_unit_test_setup_teardown(test_src_sub_null, setup, teardown),
         cmocka_unit_test_setup_teardown(test_jti_unique_over_1000, setup, teardown),
