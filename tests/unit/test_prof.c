@@ -20,9 +20,11 @@ static void test_counts_when_enabled(void **state)
         assert_true(x > 0);
     }
     prof_end(PROF_VERIFY, 0); /* t0 0: profiling was off when it began, nothing counted */
+    prof_end_n(PROF_SIGN, prof_begin(), 40); /* a batch of 40 signatures */
+    prof_end_n(PROF_VERIFY, 0, 5);
     size_t n = prof_metrics(out, sizeof(out));
     assert_true(n > 0 && n == strlen(out));
-    assert_non_null(strstr(out, "broker_crypto_ops_total{op=\"sign\"} 3\n"));
+    assert_non_null(strstr(out, "broker_crypto_ops_total{op=\"sign\"} 43\n"));
     assert_non_null(strstr(out, "broker_crypto_ops_total{op=\"verify\"} 0\n"));
     assert_non_null(strstr(out, "broker_crypto_cpu_seconds_total{op=\"sign\"} 0."));
     /* a buffer too small for any line gets nothing, never a partial line */
