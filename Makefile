@@ -89,8 +89,13 @@ fuzz: deps
 demo: deps all
 	@tests/tools/demo.sh $(abspath $(BIN))
 
-bench: deps all
+bench: deps all $(BUILD)/bench/sign_batch
 	@tests/bench/bench.sh $(abspath $(BIN))
+	@$(BUILD)/bench/sign_batch
+
+$(BUILD)/bench/%: tests/bench/%.c $(LIB) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -iquote broker -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS) -lm
 
 clean:
 	rm -rf build build-san build-fuzz

@@ -72,10 +72,11 @@ struct keys_sign_item {
     uint8_t sig[64];
     enum broker_err rc;
 };
-/* Messages signed together at most (a larger n is signed in chunks), and at least: below that
- * the two inversions a batch costs (~40 µs) outweigh what it saves (~10 µs a signature). */
+/* Messages signed together at most (a larger n is signed in chunks), and at least: the two
+ * inversions a batch costs outweigh what it saves below that (`make bench`, sign_batch: a batch
+ * of 3 would break even, 4 saves ~5 %, 8 ~20-25 %, 32 ~35 % of the CPU per signature). */
 #define KEYS_SIGN_BATCH_MAX 64
-#define KEYS_SIGN_BATCH_MIN 6
+#define KEYS_SIGN_BATCH_MIN 4
 /* keys_sign over n messages: the same signatures (each with its own hedged nonce), at about two
  * thirds of the CPU when there are several (see keys_sign.c). Each item gets its own rc.
  * Returns how many were signed together (the others, if any, were signed one by one). */
