@@ -20,6 +20,7 @@
 #include "metrics.h"
 #include "mint.h"
 #include "policy.h"
+#include "signq.h"
 #include "state.h"
 #include "tokenreview.h"
 #include "verify.h"
@@ -107,13 +108,9 @@ struct xjob {
     const struct issuer_cfg *issuer;
     enum broker_err result;
     /* between mint_and_decide and on_sign_later: the token's signing input is in minted */
-    struct keyring_ref *kr;       /* holds sk */
-    const struct signing_key *sk;
-    struct xjob *sign_prev, *sign_next; /* this thread's sign_pending list */
-    bool sign_pending, signed_done;
-    enum broker_err sign_rc;
+    struct keyring_ref *kr;       /* holds sq.key */
+    struct signq_req sq;
     size_t signing_len;
-    uint8_t sig[64];
     char jti[48];
     char scope[2048];
     int64_t expires_in;
@@ -147,13 +144,10 @@ static struct xjob *job_new(void)
     return j;
 }
 
-static void sign_pending_unlink(struct xjob *j);
-
 static void job_free(struct xjob *j)
 {
     http_defer_release(j->defer, &j->r);
-    if (j->sign_pending)
-        sign_pending_unlink(j);
+    signq_remove(&j->sq);
     if (j->kr != NULL)
         state_keys_put(j->kr);
     if (j->have_jwt && jalloc_arena_whole(&j->arena))
@@ -166,7 +160,7 @@ static void job_free(struct xjob *j)
     audit_record_clear(&j->audit.rec);
     /* a signed but unfinished token (its request went away in between) is a credential too */
     OPENSSL_cleanse(j->minted, j->minted_len > j->signing_len ? j->minted_len : j->signing_len);
-    OPENSSL_cleanse(j->sig, sizeof(j->sig));
+    OPENSSL_cleanse(j->sq.sig, sizeof(j->sq.sig));
     if (job_pool_n < JOB_POOL_MAX) {
         job_pool[job_pool_n++] = j;
     } else {
@@ -370,8 +364,9 @@ static void mint_and_decide(struct xjob *j);
 
 static void evaluate(struct xjob *j);
 
-/* The two stages of the loop's end-of-iteration batch (http_later): verify and evaluate, then
- * mint. A request whose client reset the stream within the iteration is dropped undecided. */
+/* The three stages of the loop's end-of-iteration batch (http_later): verify and evaluate, then
+ * write the token, then sign (on_sign_later). A request whose client reset the stream within the
+ * iteration is dropped undecided. */
 static struct xjob *job_still_wanted(struct loop_msg *m)
 {
     struct xjob *j = (struct xjob *)m;
@@ -419,12 +414,12 @@ static void reviewed(struct xjob *j, enum tokenreview_result tr)
 static void on_reviewed_loop(struct loop_msg *m)
 {
     struct xjob *j = (struct xjob *)m;
-    http_inflight_add(j->loop, -1);
-    if (j->r == NULL) { /* the client went away meanwhile: no decision was made */
+    struct http_loop *loop = j->loop;
+    if (j->r == NULL) /* the client went away meanwhile: no decision was made */
         job_free(j);
-        return;
-    }
-    reviewed(j, j->review);
+    else
+        reviewed(j, j->review);
+    http_inflight_add(loop, -1); /* after: a drain never sees a gap before what it queued */
 }
 
 /* Called on a TokenReview thread. */
@@ -585,59 +580,10 @@ static char *explain_claim_too_long(const struct policy_result *res, const char 
     return buf_take(&b); /* names are bounded (BROKER_MAX_CLAIM_NAME_LEN): it fits */
 }
 
-/* Tokens written in this loop iteration and waiting for their signature: the first of their
- * on_sign_later callbacks signs them all together (keys_sign_batch), the others find theirs
- * done. A job leaves the list when signed or freed (job_free). */
-static _Thread_local struct xjob *sign_head;
-
-static void sign_pending_add(struct xjob *j)
+/* A queued token is signed only while its client is still there. */
+static bool job_sq_wanted(const struct signq_req *q)
 {
-    j->sign_prev = NULL;
-    j->sign_next = sign_head;
-    if (sign_head != NULL)
-        sign_head->sign_prev = j;
-    sign_head = j;
-    j->sign_pending = true;
-}
-
-static void sign_pending_unlink(struct xjob *j)
-{
-    if (j->sign_prev != NULL)
-        j->sign_prev->sign_next = j->sign_next;
-    else
-        sign_head = j->sign_next;
-    if (j->sign_next != NULL)
-        j->sign_next->sign_prev = j->sign_prev;
-    j->sign_prev = j->sign_next = NULL;
-    j->sign_pending = false;
-}
-
-/* Signs every pending job still wanted, by key (all share one key but across a key rotation),
- * KEYS_SIGN_BATCH_MAX at a time. Jobs whose client went away stay for their own callback to free. */
-static void sign_pending_run(void)
-{
-    struct keys_sign_item items[KEYS_SIGN_BATCH_MAX];
-    struct xjob *batch[KEYS_SIGN_BATCH_MAX];
-    for (;;) {
-        const struct signing_key *sk = NULL;
-        size_t n = 0;
-        for (struct xjob *j = sign_head; j != NULL && n < KEYS_SIGN_BATCH_MAX; j = j->sign_next) {
-            if (j->r == NULL || (sk != NULL && j->sk != sk))
-                continue;
-            sk = j->sk;
-            items[n] = (struct keys_sign_item){.msg = (const uint8_t *)j->minted, .len = j->signing_len};
-            batch[n++] = j;
-        }
-        if (n == 0)
-            return;
-        (void)keys_sign_batch(sk, items, n);
-        for (size_t i = 0; i < n; i++) {
-            sign_pending_unlink(batch[i]);
-            batch[i]->sign_rc = items[i].rc;
-            memcpy(batch[i]->sig, items[i].sig, sizeof(items[i].sig));
-            batch[i]->signed_done = true;
-        }
-    }
+    return ((const struct xjob *)((const char *)q - offsetof(struct xjob, sq)))->r != NULL;
 }
 
 static void record_match(struct xjob *j)
@@ -653,12 +599,12 @@ static void record_match(struct xjob *j)
 static void mint_done(struct xjob *j)
 {
     const struct policy_result *res = &j->res;
-    enum broker_err e = j->signed_done ? j->sign_rc : BROKER_ERR_INTERNAL;
+    enum broker_err e = j->sq.done ? j->sq.rc : BROKER_ERR_INTERNAL;
     if (e == BROKER_OK)
-        e = mint_finish(j->minted, sizeof(j->minted), j->signing_len, j->sig, &j->minted_len);
+        e = mint_finish(j->minted, sizeof(j->minted), j->signing_len, j->sq.sig, &j->minted_len);
     state_keys_put(j->kr);
     j->kr = NULL;
-    j->sk = NULL;
+    j->sq.key = NULL;
     record_match(j);
     if (e != BROKER_OK) {
         decide(j, e, NULL);
@@ -683,8 +629,8 @@ static void on_sign_later(struct loop_msg *m)
     struct xjob *j = job_still_wanted(m);
     if (j == NULL)
         return;
-    if (!j->signed_done)
-        sign_pending_run();
+    if (!j->sq.done)
+        signq_run(); /* this iteration's tokens, all at once */
     mint_done(j);
 }
 
@@ -742,8 +688,11 @@ static void mint_and_decide(struct xjob *j)
         return;
     }
     j->kr = kr;
-    j->sk = sk;
-    sign_pending_add(j);
+    j->sq.key = sk;
+    j->sq.msg = (const uint8_t *)j->minted;
+    j->sq.len = j->signing_len;
+    j->sq.wanted = job_sq_wanted;
+    signq_add(&j->sq);
     j->msg.cb = on_sign_later;
     http_later(j->loop, &j->msg);
 }
@@ -751,12 +700,12 @@ static void mint_and_decide(struct xjob *j)
 static void on_refetched_loop(struct loop_msg *m)
 {
     struct xjob *j = (struct xjob *)m;
-    http_inflight_add(j->loop, -1);
-    if (j->r == NULL) { /* the client went away meanwhile: no decision was made */
+    struct http_loop *loop = j->loop;
+    if (j->r == NULL) /* the client went away meanwhile: no decision was made */
         job_free(j);
-        return;
-    }
-    evaluate(j);
+    else
+        evaluate(j);
+    http_inflight_add(loop, -1); /* after: a drain never sees a gap before what it queued */
 }
 
 /* Called on the fetcher thread when the shared refetch is done. */

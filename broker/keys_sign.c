@@ -367,7 +367,8 @@ size_t keys_sign_batch(const struct signing_key *k, struct keys_sign_item *items
                 batched = keys_batch(c, items, m);
                 for (size_t i = 0; batched && i < m; i++)
                     ok += items[i].rc == BROKER_OK;
-                prof_end_n(PROF_SIGN, t0, ok); /* what is left is signed (and counted) alone */
+                if (batched) /* a failed batch's time is not counted: its items are signed (and counted) alone */
+                    prof_end_n(PROF_SIGN, t0, ok);
             }
         }
         for (size_t i = 0; i < m; i++) { /* a small batch, or what the batch could not sign */

@@ -28,24 +28,6 @@ struct fx {
     char dir[64];
 };
 
-static void rm_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    char p[512];
-    if (!d)
-        return;
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
-        if (unlink(p) != 0)
-            rm_tree(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 static int setup(void **state)
 {
     struct fx *f = calloc(1, sizeof(*f));
@@ -63,7 +45,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fx *f = *state;
-    rm_tree(f->dir);
+    test_rm_tree(f->dir);
     free(f);
     keys_thread_cleanup();
     return 0;
@@ -209,7 +191,7 @@ static void test_first_key_active_files_and_modes(void **state)
     expect_kid_of(r->active->pkey, kid);
     expect_jwks_matches(r);
     keys_free(r);
-    rm_tree(sub);
+    test_rm_tree(sub);
 }
 
 static void test_rotation_next_active_retired_prune(void **state)
@@ -559,18 +541,7 @@ static void test_stray_files_ignored(void **state)
 
 static void expect_sig_verifies(EVP_PKEY *pk, const uint8_t *msg, size_t len, const uint8_t sig[64])
 {
-    ECDSA_SIG *es = ECDSA_SIG_new();
-    BIGNUM *r = BN_bin2bn(sig, 32, NULL), *s = BN_bin2bn(sig + 32, 32, NULL);
-    assert_true(es && r && s && ECDSA_SIG_set0(es, r, s) == 1);
-    unsigned char *der = NULL;
-    int dlen = i2d_ECDSA_SIG(es, &der);
-    assert_true(dlen > 0);
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    assert_int_equal(EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pk), 1);
-    assert_int_equal(EVP_DigestVerify(md, der, (size_t)dlen, msg, len), 1);
-    EVP_MD_CTX_free(md);
-    OPENSSL_free(der);
-    ECDSA_SIG_free(es);
+    assert_true(test_es256_verifies(pk, msg, len, sig));
 }
 
 static void test_sign_verifies_and_tamper_fails(void **state)
@@ -755,7 +726,7 @@ static void test_sign_batch_sizes(void **state)
     keys_free(r);
 }
 
-/* 3,000 batch signatures (about 47 with a short r or s) all verify; batches alternate between two
+/* 3,000 batch signatures (about 23 with a short r or s) all verify; batches alternate between two
  * keys so the thread's batch state is rebuilt for each key while the ring lives. */
 static void test_sign_batch_many_two_keys(void **state)
 {
@@ -786,6 +757,35 @@ static void test_sign_batch_many_two_keys(void **state)
     keys_free(r);
 }
 
+/* One bad message (NULL with a length) in a batch of 8: that one fails, the whole chunk falls
+ * back to one-by-one signing (nothing signed together), and the other seven still verify. */
+static void test_sign_batch_one_bad_item(void **state)
+{
+    struct fx *f = *state;
+    char kid[KEYS_KID_MAX + 1];
+    struct keyring *r = NULL;
+    struct keys_sign_item it[8];
+    char msgs[8][16];
+    gen_one(f, kid);
+    assert_int_equal(keys_load(f->dir, T0, &r), BROKER_OK);
+    for (size_t i = 0; i < 8; i++) {
+        snprintf(msgs[i], sizeof(msgs[i]), "m-%zu", i);
+        it[i] = (struct keys_sign_item){.msg = (const uint8_t *)msgs[i], .len = strlen(msgs[i])};
+    }
+    it[3].msg = NULL;
+    it[3].len = 5;
+    assert_int_equal(keys_sign_batch(r->active, it, 8), 0);
+    for (size_t i = 0; i < 8; i++) {
+        if (i == 3) {
+            assert_int_equal(it[i].rc, BROKER_ERR_INTERNAL);
+            continue;
+        }
+        assert_int_equal(it[i].rc, BROKER_OK);
+        expect_sig_verifies(r->active->pkey, it[i].msg, it[i].len, it[i].sig);
+    }
+    keys_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -811,6 +811,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sign_across_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sign_batch_sizes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sign_batch_many_two_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sign_batch_one_bad_item, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,6 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <dirent.h>
+#include <unistd.h>
+#include <openssl/bn.h>
+#include <openssl/ecdsa.h>
+#include <openssl/evp.h>
 
 /* Directory of ../shared/fixtures/real-oidc (env BROKER_FIXTURES overrides). */
 static inline const char *test_fixtures_dir(void)
@@ -50,5 +55,48 @@ static inline char *test_read_file(const char *path, int rel_fixture, size_t *le
         buf[--n] = 0;
     if (len) *len = n;
     return buf;
+}
+
+/* Removes dir and everything under it (test scratch directories). */
+static inline void test_rm_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    char p[512];
+    if (!d)
+        return;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (snprintf(p, sizeof(p), "%s/%s", dir, de->d_name) >= (int)sizeof(p))
+            continue;
+        if (unlink(p) != 0)
+            test_rm_tree(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+/* Whether a JWS ES256 signature (r || s) verifies over msg under pk, by OpenSSL EVP. */
+static inline int test_es256_verifies(EVP_PKEY *pk, const uint8_t *msg, size_t len, const uint8_t sig[64])
+{
+    ECDSA_SIG *es = ECDSA_SIG_new();
+    BIGNUM *r = BN_bin2bn(sig, 32, NULL), *s = BN_bin2bn(sig + 32, 32, NULL);
+    unsigned char *der = NULL;
+    int ok = 0, dlen;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (es == NULL || r == NULL || s == NULL || md == NULL || ECDSA_SIG_set0(es, r, s) != 1) {
+        BN_free(r);
+        BN_free(s);
+        goto out;
+    }
+    dlen = i2d_ECDSA_SIG(es, &der);
+    ok = dlen > 0 && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pk) == 1 &&
+         EVP_DigestVerify(md, der, (size_t)dlen, msg, len) == 1;
+out:
+    EVP_MD_CTX_free(md);
+    OPENSSL_free(der);
+    ECDSA_SIG_free(es);
+    return ok;
 }
 #endif
