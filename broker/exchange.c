@@ -109,8 +109,7 @@ struct xjob {
     enum broker_err result;
     /* between mint_and_decide and on_sign_later: the token's signing input is in minted */
     struct keyring_ref *kr;       /* holds sq.key */
-    struct signq_req sq;
-    size_t signing_len;
+    struct signq_req sq;          /* sq.len: the length of the signing input */
     char jti[48];
     char scope[2048];
     int64_t expires_in;
@@ -159,7 +158,7 @@ static void job_free(struct xjob *j)
         policy_set_unref(j->set);
     audit_record_clear(&j->audit.rec);
     /* a signed but unfinished token (its request went away in between) is a credential too */
-    OPENSSL_cleanse(j->minted, j->minted_len > j->signing_len ? j->minted_len : j->signing_len);
+    OPENSSL_cleanse(j->minted, j->minted_len > j->sq.len ? j->minted_len : j->sq.len);
     OPENSSL_cleanse(j->sq.sig, sizeof(j->sq.sig));
     if (job_pool_n < JOB_POOL_MAX) {
         job_pool[job_pool_n++] = j;
@@ -601,7 +600,7 @@ static void mint_done(struct xjob *j)
     const struct policy_result *res = &j->res;
     enum broker_err e = j->sq.done ? j->sq.rc : BROKER_ERR_INTERNAL;
     if (e == BROKER_OK)
-        e = mint_finish(j->minted, sizeof(j->minted), j->signing_len, j->sq.sig, &j->minted_len);
+        e = mint_finish(j->minted, sizeof(j->minted), j->sq.len, j->sq.sig, &j->minted_len);
     state_keys_put(j->kr);
     j->kr = NULL;
     j->sq.key = NULL;
@@ -678,7 +677,7 @@ static void mint_and_decide(struct xjob *j)
         .ext = ext,
     };
     e = too_long != NULL ? BROKER_ERR_CLAIM_TOO_LONG
-        : sk         ? mint_prepare(sk, &mi, j->minted, sizeof(j->minted), &j->signing_len, j->jti)
+        : sk         ? mint_prepare(sk, &mi, j->minted, sizeof(j->minted), &j->sq.len, j->jti)
                      : BROKER_ERR_INTERNAL;
     json_decref(ext);
     if (e != BROKER_OK) {
@@ -690,7 +689,6 @@ static void mint_and_decide(struct xjob *j)
     j->kr = kr;
     j->sq.key = sk;
     j->sq.msg = (const uint8_t *)j->minted;
-    j->sq.len = j->signing_len;
     j->sq.wanted = job_sq_wanted;
     signq_add(&j->sq);
     j->msg.cb = on_sign_later;

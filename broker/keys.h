@@ -81,8 +81,8 @@ struct keys_sign_item {
  * thirds of the CPU when there are several (see keys_sign.c). Each item gets its own rc.
  * Returns how many were signed together (the others, if any, were signed one by one). */
 size_t keys_sign_batch(const struct signing_key *k, struct keys_sign_item *items, size_t n);
-/* Signatures made together (by keys_sign_batch, in how many keys_sign_batch calls) and alone,
- * since start: for /metrics. */
+/* Signatures made together (by keys_sign_batch, in how many batches of at most
+ * KEYS_SIGN_BATCH_MAX) and alone, since start: for /metrics. */
 void keys_sign_counts(uint64_t *together, uint64_t *alone, uint64_t *batches);
 /* Releases this thread's signing context and its reference to the last key it used (a
  * thread-exit destructor does the same; the main thread should call it before exit). */

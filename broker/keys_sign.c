@@ -363,26 +363,29 @@ size_t keys_sign_batch(const struct signing_key *k, struct keys_sign_item *items
             struct keys_sign_ctx *c = keys_sign_ctx_get(k->pkey);
             if (c != NULL && keys_batch_state(c)) {
                 int64_t t0 = prof_begin();
-                uint64_t ok = 0;
                 batched = keys_batch(c, items, m);
-                for (size_t i = 0; batched && i < m; i++)
-                    ok += items[i].rc == BROKER_OK;
-                if (batched) /* a failed batch's time is not counted: its items are signed (and counted) alone */
+                if (batched) { /* a failed batch's time is not counted: its items are signed (and counted) alone */
+                    uint64_t ok = 0;
+                    for (size_t i = 0; i < m; i++)
+                        ok += items[i].rc == BROKER_OK;
                     prof_end_n(PROF_SIGN, t0, ok);
+                }
             }
         }
+        size_t chunk_together = 0;
         for (size_t i = 0; i < m; i++) { /* a small batch, or what the batch could not sign */
             if (batched && items[i].rc == BROKER_OK)
-                together++;
+                chunk_together++;
             else
                 items[i].rc = keys_sign(k, items[i].msg, items[i].len, items[i].sig);
         }
+        if (chunk_together > 0) {
+            atomic_fetch_add_explicit(&signed_together, chunk_together, memory_order_relaxed);
+            atomic_fetch_add_explicit(&sign_batches, 1, memory_order_relaxed);
+            together += chunk_together;
+        }
         items += m;
         n -= m;
-    }
-    if (together > 0) {
-        atomic_fetch_add_explicit(&signed_together, together, memory_order_relaxed);
-        atomic_fetch_add_explicit(&sign_batches, 1, memory_order_relaxed);
     }
     return together;
 }

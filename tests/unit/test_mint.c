@@ -55,18 +55,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fx *f = *state;
-    DIR *d = opendir(f->dir);
-    struct dirent *de;
-    char p[512];
-    while (d && (de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.')
-            continue;
-        snprintf(p, sizeof(p), "%s/%s", f->dir, de->d_name);
-        unlink(p);
-    }
-    if (d)
-        closedir(d);
-    rmdir(f->dir);
+    test_rm_tree(f->dir);
     keys_free(f->ring);
     free(f->pub_pem);
     free(f);
